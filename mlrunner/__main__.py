@@ -1,0 +1,3 @@
+from mlrunner.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""The one small interface every backend implements.
+
+The scheduler (``mlrunner.scheduler``) plans, opens the ledger, snapshots git, decides
+what is unfinished, and hands a list of :class:`WorkItem` to ``Backend.execute`` with a
+:class:`Recorder`. The backend decides *where and when* each item's commands run (a
+local slot, a Slurm job) and reports every start and end to the recorder, which writes
+the ledger, the ``param``/``stat`` files and emits events for the CLI. Backends never
+print and never touch SQLite themselves.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..sweep import Command, Task
+
+
+@dataclass
+class WorkItem:
+    """One task and the commands of it that still have to run, in order."""
+
+    task: Task
+    commands: tuple[Command, ...]
+    position: int  # 1-based position in the run's task list (for 'train : 3/ 5' lines)
+    total: int  # number of tasks in the run
+
+
+@dataclass
+class RunOptions:
+    """Resolved options of one run (what `run --resume` restores)."""
+
+    output: str
+    cwd: str
+    force: bool = False
+    debug: bool = False
+    retries: int = 0
+    grace: float = 10.0
+    isolate_dir: str | None = None  # run commands here instead of cwd (run --isolate)
+    extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options (slurm overrides)
+
+
+class Recorder(Protocol):
+    """Implemented by the scheduler. Thread-safe: backends may call it from many threads."""
+
+    stop: threading.Event  # set on SIGINT/SIGTERM: launch nothing more
+    kill_now: threading.Event  # set on a second Ctrl-C: SIGKILL at once
+
+    def claim(self, item: WorkItem) -> bool:
+        """Atomically claim a task in the ledger; False: another live runner holds it."""
+
+    def release(self, item: WorkItem) -> None:
+        """Give up the claim once the backend is done with the item (finished or not)."""
+
+    def log_path(self, item: WorkItem, command: Command) -> Path:
+        """Where this attempt's output goes (``<exp>/log.<cmd>.<time>``)."""
+
+    def command_started(
+        self,
+        item: WorkItem,
+        command: Command,
+        *,
+        resource: str,
+        gpus: Sequence[int] | None,
+        log_path: Path,
+        pid: int | None = None,
+        pgid: int | None = None,
+        job_id: str | None = None,
+        node: str | None = None,
+    ) -> int:
+        """Record a new attempt as running; returns the attempt id."""
+
+    def command_ended(
+        self,
+        attempt_id: int,
+        item: WorkItem,
+        command: Command,
+        *,
+        status: str,  # finished | failed | interrupted | cancelled | timeout | lost | oom ...
+        exit_code: int | None,
+        signal: int | None,
+        log_path: Path,
+        failure_class: str | None = None,
+    ) -> None:
+        """Record the attempt's end; updates ``stat`` and emits FAIL/finish events."""
+
+
+class Backend(ABC):
+    """Runs work items somewhere and reports to the recorder."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def execute(self, items: Sequence[WorkItem], recorder: Recorder, options: RunOptions) -> None:
+        """Run every item (in order of the list, as capacity allows) until done or stopped.
+
+        Must return only once nothing it started is still running (or, for a backend that
+        can detach, once it was told to leave jobs running).
+        """
