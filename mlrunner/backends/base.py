@@ -86,8 +86,21 @@ class Recorder(Protocol):
         signal: int | None,
         log_path: Path,
         failure_class: str | None = None,
-    ) -> None:
-        """Record the attempt's end; updates ``stat`` and emits FAIL/finish events."""
+    ) -> str:
+        """Record the attempt's end; updates ``stat``, emits FAIL/finish events.
+
+        Returns the failure class when one was found (e.g. ``oom``), else the status.
+        """
+
+    def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
+        """The item's task's earlier attempts that ran as batch jobs (``job_id`` set), oldest first.
+
+        Any run, any status, as stored (an attempt whose runner died is still ``running``
+        here unless something ended it). Each: ``attempt_id``, ``command``, ``status``,
+        ``job_id``, ``node``, ``log_path``, ``started_at``, ``ended_at``. The Slurm backend
+        uses it on resume to end an earlier runner's open attempts (``command_ended`` with
+        that ``attempt_id``) and to never record one job's outcome twice.
+        """
 
 
 class Backend(ABC):

@@ -1,0 +1,201 @@
+"""Benchmark the Examiner (issue 5): 10k experiment dirs examined and tabulated.
+
+Generates N experiment dirs (default 10,000; ``--quick``: 1,000) in mlrunner 0.5.9's
+format in a temporary directory: a YAML ``param`` file, a ``stat`` file and a
+``log.train.<time>`` of ~50 lines each, all written an hour "ago" (finished runs). Then,
+in the same run, measures ``exam()`` + ``table()`` for:
+
+- 0.5.9's own Examiner (``/tmp/old/bin/python``, in a subprocess, timed inside it), serial
+  and with ``workers`` (dill + multiprocess): the baseline; 'skipped' when not installed;
+- ours, with a user parser (a plain function reading the latest log) and with
+  ``add_regex``: serial and with ``workers``, cold (no cache) and cached (a new Examiner
+  reading the cache another one wrote), and after 1% of the runs finished again (their
+  logs rewritten).
+
+The target is cold-with-workers <= 5 s for 10k dirs on a 2-core machine.
+
+    python bench/bench_examine.py [--quick] [--dirs N] [--workers W] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import yaml
+
+from mlrunner.examine import Examiner, ExamineWarning, latest_log
+
+OLD_PYTHON = Path("/tmp/old/bin/python")
+RUN_TIME = "20240101.120000"
+PATTERN = r"valid acc ([\d.]+)"
+
+
+def generate(output: Path, n: int) -> None:
+    rng = random.Random(0)
+    past = time.time() - 3600
+    for i in range(n):
+        params = {
+            "lr": [0.1, 0.01, 0.001, 0.0001][i % 4],
+            "hidden": [64, 128, 256, 512, 1024][(i // 4) % 5],
+            "dropout": [0.0, 0.1, 0.3][(i // 20) % 3],
+            "seed": i // 60,
+            "data": "cifar10",
+            "early-stop": bool(i % 2),
+        }
+        name = f"Lr_{params['lr']:g}-Hi_{params['hidden']}-Dr_{params['dropout']:g}-Seed_{params['seed']}"
+        exp = output / name
+        exp.mkdir(parents=True)
+        full = dict(params, _name=name, _time=RUN_TIME, _output=str(exp))
+        full["_scripts"] = {"train": f"CUDA_VISIBLE_DEVICES=0 python train.py --lr {params['lr']} > log 2>&1"}
+        with open(exp / "param", "w") as f:
+            yaml.dump(full, stream=f, width=1000000)
+        (exp / "stat").write_text("train: finished\n")
+        acc = rng.random()
+        lines = [f"epoch {e} | step {e * 100} | loss {1 / (e + 1):.4f} | lr {params['lr']}" for e in range(48)]
+        lines.append(f"valid acc {acc:.4f}")
+        lines.append("done")
+        log = exp / f"log.train.{RUN_TIME}"
+        log.write_text("\n".join(lines) + "\n")
+        for path in (exp / "param", exp / "stat", log):
+            os.utime(path, (past, past))
+
+
+PARSER_SOURCE = '''
+import re
+ACC = re.compile(r"valid acc ([\\d.]+)")
+
+def get_acc(path, experiment, caches):
+    log = latest_log("train", path)
+    if log is None:
+        return
+    with open(log) as f:
+        found = ACC.findall(f.read())
+    if found:
+        experiment.metric["acc"] = float(found[-1])
+'''
+scope: dict = {"latest_log": latest_log}
+exec(PARSER_SOURCE, scope)  # defined in __main__-like scope, as in a notebook
+get_acc = scope["get_acc"]
+
+
+def old_examiner(output: Path, workers: int, repeat: int) -> list[float] | str:
+    if not OLD_PYTHON.exists():
+        return "skipped (no /tmp/old/bin/python)"
+    script = (
+        "import sys, time, mlrunner\nfrom mlrunner.examine import Examiner, latest_log\n"
+        "assert mlrunner.__file__.startswith('/tmp/old/'), mlrunner.__file__\n"
+        + PARSER_SOURCE
+        + textwrap.dedent(
+            f"""
+            for _ in range({repeat}):
+                t = time.perf_counter()
+                e = Examiner()
+                e.add(get_acc)
+                e.exam(sys.argv[1], workers={workers})
+                df = e.table()
+                print("TIME", time.perf_counter() - t, len(df), flush=True)
+            """
+        )
+    )
+    proc = subprocess.run(  # cwd: not this checkout, whose mlrunner `-c` would import
+        [str(OLD_PYTHON), "-c", script, str(output)], capture_output=True, text=True, cwd=output.parent
+    )
+    if proc.returncode != 0:
+        return f"failed: {proc.stderr.strip().splitlines()[-1:]}"
+    return [float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("TIME")]
+
+
+def ours(output: Path, workers: int, regex: bool, cold: bool) -> tuple[float, int]:
+    if cold:
+        shutil.rmtree(output / ".mlrunner", ignore_errors=True)
+    t = time.perf_counter()
+    e = Examiner()
+    if regex:
+        e.add_regex("acc", PATTERN, log="train")
+    else:
+        e.add(get_acc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExamineWarning)
+        e.exam(str(output), workers=workers)
+    df = e.table()
+    return time.perf_counter() - t, len(df)
+
+
+def finish_again(output: Path, names: list[str], k: int) -> None:
+    """k runs finished again: their logs rewritten (and so recent: never cached)."""
+    for name in names[:k]:
+        log = output / name / f"log.train.{RUN_TIME}"
+        log.write_text(log.read_text().replace("valid acc", "valid acc 0.5\nvalid acc"))
+
+
+def fmt(times: list[float] | str) -> str:
+    if isinstance(times, str):
+        return times
+    return f"{statistics.median(times):7.3f} s (min {min(times):.3f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1,000 dirs")
+    ap.add_argument("--dirs", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    n = args.dirs or (1000 if args.quick else 10000)
+    w = args.workers
+    tmp = Path(tempfile.mkdtemp(prefix="bench-examine-"))
+    try:
+        output = tmp / "output"
+        t = time.perf_counter()
+        generate(output, n)
+        print(f"{n} experiment dirs generated in {time.perf_counter() - t:.1f} s; {os.cpu_count()} CPUs\n")
+        names = sorted(os.listdir(output))
+
+        rows: list[tuple[str, list[float] | str]] = []
+        rows.append(("0.5.9 Examiner, serial", old_examiner(output, -1, 1)))
+        rows.append((f"0.5.9 Examiner, workers={w}", old_examiner(output, w, args.repeat)))
+        for regex in (False, True):
+            kind = "add_regex" if regex else "user parser"
+            for workers in (-1, w):
+                label = "serial" if workers < 0 else f"workers={w}"
+                cold = [ours(output, workers, regex, cold=True)[0] for _ in range(args.repeat)]
+                rows.append((f"ours, {kind}, {label}, cold", cold))
+            cached = [ours(output, w, regex, cold=False)[0] for _ in range(args.repeat)]
+            rows.append((f"ours, {kind}, cached", cached))
+            again = []
+            for r in range(args.repeat):
+                finish_again(output, names[r * (n // 100) :], n // 100)
+                again.append(ours(output, w, regex, cold=False)[0])
+            rows.append((f"ours, {kind}, 1% finished again, workers={w}", again))
+
+        width = max(len(label) for label, _ in rows)
+        for label, times in rows:
+            print(f"{label:<{width}}  {fmt(times)}")
+        base = dict(rows).get(f"0.5.9 Examiner, workers={w}")
+        base_serial = dict(rows)["0.5.9 Examiner, serial"]
+        target = dict(rows)[f"ours, user parser, workers={w}, cold"]
+        print()
+        best = statistics.median(target)  # type: ignore[arg-type]
+        print(f"target: {n} dirs, user parser, workers={w}, cold: {best:.2f} s (target <= 5 s for 10k)")
+        for label, ref in (("serial", base_serial), (f"workers={w}", base)):
+            if isinstance(ref, list):
+                print(f"speed-up over 0.5.9 {label}: {statistics.median(ref) / best:.1f}x")
+            else:
+                print(f"speed-up over 0.5.9 {label}: {ref}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""Command line: ``run`` (0.5.9's entry point) and ``mlrunner`` (run, ledger, status, ...).
+
+Parse, call the core, render. Heavy modules (pandas, GitPython, submitit, rich) are
+imported inside the commands that need them so ``run --help`` and ``mlrunner ledger ls``
+start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from .errors import MlrunnerError, UsageError
+
+HELP = "Run a LOT of machine-learning experiments on a pool of GPUs, and never lose track of one."
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+ledger_app = typer.Typer(
+    help="Inspect the ledger: every run, task, command and attempt.", no_args_is_help=True
+)
+app.add_typer(ledger_app, name="ledger")
+
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output root of the experiments.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _fail(exc: MlrunnerError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _split_resources(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out: list[str] = []
+    for v in values:
+        out.extend(v.split())
+    return out
+
+
+def _slurm_overrides(values: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for v in values or []:
+        if "=" not in v:
+            raise UsageError(
+                f"'--slurm {v}' is not KEY=VALUE", key="--slurm", hint="e.g. --slurm partition=gpu"
+            )
+        k, _, val = v.partition("=")
+        import yaml
+
+        out[k.strip()] = yaml.safe_load(val) if val else val
+    return out
+
+
+def run_command(
+    yaml_path: Annotated[str, typer.Option("-y", "--yaml", help="The params.yaml to run.")] = "params.yaml",
+    output: OutputOpt = "output",
+    title: Annotated[str | None, typer.Option("-t", "--title", help="Only grids with this _title.")] = None,
+    command: Annotated[
+        list[str] | None, typer.Option("-c", "--command", help="Only these template commands (repeatable).")
+    ] = None,
+    resource: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-r",
+            "--resource",
+            help="Worker slots, overriding params.yaml: -r 0,1 -r 2,3 (two 2-GPU slots), -r '0 1', -r auto.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("-f", "--force", help="Rerun commands that already finished.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print every task and command; write nothing.")
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("-d", "--debug", help="Run the first task only, output also to the terminal.")
+    ] = False,
+    sample: Annotated[
+        int | None, typer.Option("--sample", help="Run a random subset of N tasks per grid.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed for --sample (reproducible subsets).")
+    ] = None,
+    no_subdir: Annotated[
+        bool, typer.Option("--no-subdir", help="Write every experiment into the output root itself.")
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Finish exactly what is unfinished in the latest run (or RUN_ID)."),
+    ] = False,
+    run_id: Annotated[
+        int | None, typer.Argument(help="With --resume: the run to resume.", show_default=False)
+    ] = None,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, help="Retry a failed command up to N times.")
+    ] = 0,
+    grace: Annotated[
+        float, typer.Option("--grace", min=0.0, help="Seconds between SIGTERM and SIGKILL when stopping.")
+    ] = 10.0,
+    isolate: Annotated[
+        bool, typer.Option("--isolate", help="Run every command in a snapshot worktree of the code.")
+    ] = False,
+    backend: Annotated[str, typer.Option("--backend", help="Where commands run: local or slurm.")] = "local",
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Slurm: on Ctrl-C leave submitted jobs running.")
+    ] = False,
+    slurm: Annotated[
+        list[str] | None, typer.Option("--slurm", help="Override a slurm: setting, KEY=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Run every task of params.yaml (each grid's param combinations) on the worker slots."""
+    from .scheduler import Runner, RunRequest
+
+    try:
+        if run_id is not None and not resume:
+            raise UsageError(
+                f"unexpected argument '{run_id}'", hint="a run id goes with --resume: run --resume RUN_ID"
+            )
+        if seed is not None and sample is None:
+            raise UsageError("--seed only makes sense with --sample N", key="--seed")
+        req = RunRequest(
+            params_path=yaml_path,
+            output=output,
+            title=title,
+            commands=list(command) if command else None,
+            resources=_split_resources(resource),
+            force=force,
+            dry_run=dry_run,
+            debug=debug,
+            sample=sample,
+            seed=seed,
+            no_subdir=no_subdir,
+            retries=retries,
+            grace=grace,
+            isolate=isolate,
+            backend=backend,
+            detach=detach,
+            slurm=_slurm_overrides(slurm),
+            resume=resume,
+            run_id=run_id,
+            argv=list(sys.argv),
+            cwd=os.getcwd(),
+        )
+        if backend == "slurm" and not detach and sys.stdin.isatty():
+            req.slurm.setdefault("_ask_on_interrupt", True)
+        renderer = _renderer(output, dry_run)
+        try:
+            summary = Runner(req, renderer).run()
+        finally:
+            close = getattr(renderer, "close", None)
+            if close:
+                close()
+    except MlrunnerError as exc:
+        _fail(exc)
+        return
+    raise typer.Exit(summary.exit_code)
+
+
+def _renderer(output: str, dry_run: bool) -> Any:
+    from .render import LiveRenderer, PlainRenderer
+
+    if sys.stdout.isatty() and not dry_run and os.environ.get("MLRUNNER_PLAIN") != "1":
+        return LiveRenderer(output)
+    return PlainRenderer(output)
+
+
+app.command("run", help=run_command.__doc__)(run_command)
+
+
+@app.command("init")
+def init_command(
+    path: Annotated[str, typer.Argument(help="Where to write the reference params.yaml.")] = "params.yaml",
+) -> None:
+    """Write the documented reference params.yaml into the current dir (never overwrites)."""
+    from importlib.resources import files
+
+    if os.path.exists(path):
+        typer.echo(
+            f"error: '{path}' already exists; not overwriting it (remove it or pick another path)", err=True
+        )
+        raise typer.Exit(2)
+    text = files("mlrunner").joinpath("data/params.yaml").read_text(encoding="utf-8")
+    with open(path, "x", encoding="utf-8") as f:
+        f.write(text)
+    typer.echo(f"Wrote {path}: edit the templates and grids, then type `run`.")
+
+
+def _open_ledger(output: str) -> Any:
+    from .ledger import Ledger
+
+    return Ledger(output, create=False)
+
+
+@ledger_app.command("ls")
+def ledger_ls(output: OutputOpt = "output", as_json: JsonOpt = False) -> None:
+    """One row per run: id, start, status, git commit, tasks finished/failed/total."""
+    try:
+        with _open_ledger(output) as ledger:
+            runs = ledger.list_runs()
+    except MlrunnerError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(runs, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Runs under {output}")
+    for col in ("id", "started", "status", "git", "finished", "failed", "tasks", "params"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        commit = (r.get("git_commit") or "-")[:10] + ("*" if r.get("git_dirty") else "")
+        table.add_row(
+            str(r["id"]),
+            _time(r.get("started_at")),
+            str(r.get("status")),
+            commit,
+            str(r.get("n_finished", 0)),
+            str(r.get("n_failed", 0)),
+            str(r.get("n_tasks", 0)),
+            str(r.get("params_path") or ""),
+        )
+    Console().print(table)
+
+
+def _time(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)):
+        import time
+
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return str(value).replace("T", " ")[:19]
+
+
+@ledger_app.command("show")
+def ledger_show(
+    run: Annotated[int, typer.Argument(help="The run id (see `mlrunner ledger ls`).")],
+    output: OutputOpt = "output",
+    as_json: JsonOpt = False,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only tasks with this status (failed, finished, pending, ...)."),
+    ] = None,
+) -> None:
+    """The tasks of one run, each command's status, exit code, attempts and log."""
+    try:
+        with _open_ledger(output) as ledger:
+            if ledger.get_run(run) is None:
+                raise UsageError(f"no run {run} under '{output}'", hint="`mlrunner ledger ls` lists the runs")
+            doc = ledger.show_run(run, status=status)
+    except MlrunnerError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    r = doc["run"]
+    table = Table(title=f"Run {r.get('id')} ({r.get('status')}) under {output}")
+    for col in ("task", "command", "status", "exit", "attempts", "gpu", "log"):
+        table.add_column(col, overflow="fold")
+    for t in doc["tasks"]:
+        for i, c in enumerate(t["commands"]):
+            st = c["status"] + (f" ({c['failure_class']})" if c.get("failure_class") else "")
+            table.add_row(
+                t["name"] if i == 0 else "",
+                c["name"],
+                st,
+                "" if c.get("exit_code") is None else str(c["exit_code"]),
+                str(c.get("attempts", 0)),
+                str(c.get("resource") or ""),
+                str(c.get("log") or ""),
+            )
+    console = Console()
+    console.print(table)
+    for t in doc["tasks"]:
+        for c in t["commands"]:
+            if c["status"] not in ("finished", "pending", "running") and c.get("log_tail"):
+                console.rule(f"{t['name']} / {c['name']}: last lines of the log")
+                console.print(
+                    "\n".join(c["log_tail"].rstrip().splitlines()[-10:]), markup=False, highlight=False
+                )
+
+
+@app.command("status")
+def status_command(output: OutputOpt = "output", as_json: JsonOpt = False) -> None:
+    """What a running sweep is doing now: each live command, elapsed time, overall progress."""
+    import time
+
+    try:
+        with _open_ledger(output) as ledger:
+            live = ledger.live_attempts()
+            runs = ledger.list_runs()
+    except MlrunnerError as exc:
+        _fail(exc)
+        return
+    active = [r for r in runs if r.get("status") == "running"]
+    if as_json:
+        typer.echo(json.dumps({"live": live, "runs": active}, indent=2, default=str))
+        return
+    if not live and not active:
+        typer.echo(f"Nothing is running under {output}.")
+        return
+    for r in active:
+        typer.echo(
+            f"run {r['id']}: {r.get('n_finished', 0)} finished, {r.get('n_failed', 0)} failed, "
+            f"{r.get('n_tasks', 0)} tasks"
+        )
+    now = time.time()
+    for a in live:
+        started = a.get("started_at")
+        elapsed = f"{now - started:.0f}s" if isinstance(started, (int, float)) else str(started)
+        typer.echo(f"  gpu {a.get('resource')}  {a.get('command')}  {a.get('output_dir')}  {elapsed}")
+
+
+@app.command("restore")
+def restore_command(
+    experiment_dir: Annotated[str, typer.Argument(help="An experiment dir (holds git.json).")],
+    dest: Annotated[str, typer.Argument(help="Where to rebuild the code (must not exist or be empty).")],
+    worktree: Annotated[
+        bool, typer.Option("--worktree", help="Make DEST a git worktree at the snapshot.")
+    ] = False,
+) -> None:
+    """Rebuild the exact code an experiment ran on, then show its commands."""
+    from .gitsnap import restore
+
+    try:
+        result = restore(experiment_dir, dest, worktree=worktree)
+    except MlrunnerError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"Restored the code of {experiment_dir} into {result.dest}")
+    if result.commands:
+        typer.echo("Its commands (run them from there):")
+        for name, line in result.commands.items():
+            typer.echo(f"  # {name}\n  {line}")
+
+
+@app.command("table")
+def table_command(
+    output: OutputOpt = "output",
+    regex: Annotated[
+        list[str] | None,
+        typer.Option("--regex", help="NAME=PATTERN: a metric from the last match of group 1."),
+    ] = None,
+    log: Annotated[
+        list[str] | None, typer.Option("--log", help="The command whose latest log each --regex reads.")
+    ] = None,
+    ledger: Annotated[
+        bool, typer.Option("--ledger", help="Join status, commit, duration from the ledger.")
+    ] = False,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The Examiner's table of every experiment under OUTPUT, in the terminal."""
+    try:
+        regexes = _regex_specs(regex or [], log or [])
+        from .examine import cli_table
+
+        df = cli_table(output, regexes, ledger)
+    except MlrunnerError as exc:
+        _fail(exc)
+        return
+    if csv:
+        typer.echo(df.to_csv(index=False), nl=False)
+    elif as_json:
+        typer.echo(df.to_json(orient="records", indent=2, date_format="iso"))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"Experiments under {output}")
+        for col in df.columns:
+            table.add_column(str(col), overflow="fold")
+        for row in df.itertuples(index=False):
+            table.add_row(*["" if _isna(v) else str(v) for v in row])
+        Console().print(table)
+
+
+def _isna(v: Any) -> bool:
+    try:
+        return bool(v != v)  # NaN
+    except (TypeError, ValueError):
+        return False
+
+
+def _regex_specs(regexes: list[str], logs: list[str]) -> list[tuple[str, str, str]]:
+    if logs and len(logs) not in (1, len(regexes)):
+        raise UsageError(
+            f"{len(regexes)} --regex but {len(logs)} --log",
+            key="--log",
+            hint="give one --log per --regex, or one for all",
+        )
+    out = []
+    for i, spec in enumerate(regexes):
+        name, eq, pattern = spec.partition("=")
+        if not eq or not name or not pattern:
+            raise UsageError(
+                f"'--regex {spec}' is not NAME=PATTERN",
+                key="--regex",
+                hint="e.g. --regex 'bleu=BLEU4 = ([\\d.]+)'",
+            )
+        log_cmd = logs[i] if len(logs) == len(regexes) else (logs[0] if logs else "test")
+        out.append((name, pattern, log_cmd))
+    return out
+
+
+def main() -> None:
+    app()
+
+
+run_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+run_app.command(help=run_command.__doc__)(run_command)
+
+
+def run_main() -> None:
+    """The `run` console script: the `run` command on its own (0.5.9's entry point)."""
+    run_app()

@@ -1,0 +1,196 @@
+"""The Examiner: apply metric parsers to every experiment dir and tabulate the results.
+
+0.5.9's API, kept: ``Examiner()``, ``.add(func)``, ``.exam(output, regex, verbose, workers)``,
+``.table(concise, print_tsv)``, ``.experiments`` (dir name -> :class:`Experiment`) and
+``.caches``. What changed, on purpose:
+
+- parsers run in the order they were added (0.5.9 kept them in a set);
+- dirs are examined in sorted name order (0.5.9: file-system order), so rows are sorted
+  by dir name within one ``exam()``;
+- ``workers > 0`` gives exactly the serial result; each dir's parsers start from a fresh
+  :class:`Experiment` (0.5.9's parallel semantics) which then replaces that dir's row;
+- a parser that raises, or a log it looks for that is missing, costs that experiment's
+  metric, not the whole table: one line per experiment in :attr:`Examiner.errors`, and a
+  :class:`ExamineWarning`;
+- results are cached by each dir's file listing (see :mod:`mlrunner.examine.cache`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlrunner.examine import ledger_join, table
+from mlrunner.examine.cache import CacheStore, DirScan, scan_dir
+from mlrunner.examine.dirs import Experiment, compile_regex, list_dirs
+from mlrunner.examine.identity import parser_token
+from mlrunner.examine.parsers import RegexParser
+from mlrunner.examine.pipeline import Outcome, Pipeline, Step, apply_delta, user_label
+from mlrunner.examine.pool import MIN_PARALLEL, Job, can_fork, run_parallel
+
+log = logging.getLogger("mlrunner.examine")
+
+
+class ExamineWarning(UserWarning):
+    """Some experiments could not be fully parsed; see ``Examiner.errors``."""
+
+
+class Examiner:
+    """Container of parsers and of what they found in each experiment dir.
+
+    A parser is ``func(output_dir: pathlib.Path, experiment: Experiment, caches: dict)``:
+    it reads files of ``output_dir`` and fills ``experiment.metric`` (table columns),
+    ``experiment.cache`` (per experiment) or ``caches`` (shared by all experiments).
+
+    Caching: a parser's result for a dir is reused while the dir's top-level files keep
+    their names, sizes and mtimes and the parser's code (and defaults, closure, and the
+    globals of its module it names) is unchanged. Pass ``cache=False`` (here for all
+    parsers, or to :meth:`add` for one) for a parser that reads anything else: files
+    outside the dir or in its sub-dirs, a database, or what other experiments put in
+    ``caches``. ``add_regex`` and metrics-file results are always cached.
+
+    With ``workers > 0`` parsers run in forked processes: values a parser binds to new
+    keys of ``caches`` come back (in dir order); in-place changes to values that were
+    already in ``caches`` stay in the worker.
+    """
+
+    def __init__(self, *, cache: bool = True, metrics_files: bool = True) -> None:
+        self.exams: list[Step] = []
+        self.caches: dict[Any, Any] = {}
+        self.experiments: dict[str, Experiment] = {}
+        self.cache = cache
+        self.metrics_files = metrics_files
+        self._dirs: dict[str, tuple[str, str]] = {}  # name -> (output, experiment dir)
+        self._problems: dict[str, list[str]] = {}
+        self._stores: dict[tuple[str, str], CacheStore] = {}
+        self._regex_names: list[str] = []
+
+    # -- parsers -------------------------------------------------------------------------
+
+    def add(self, func: Callable[[Path, Experiment, dict], Any], *, cache: bool = True) -> None:
+        """Register a parser; parsers run in the order added. Adding one twice is a no-op."""
+        if not callable(func):
+            raise TypeError(f"Examiner.add(): expected a parser function, got {type(func).__name__}")
+        if any(step.parser is func for step in self.exams):
+            return
+        token = parser_token(func) if cache and self.cache else None
+        self.exams.append(Step(func, token, user_label(func)))
+
+    def add_regex(self, name: str, pattern: str, log: str = "test") -> None:
+        """``metric[name]``: the last match of ``pattern``'s group 1 in the latest
+        ``log.<log>.*``, a float when it parses, e.g. ``add_regex("bleu", r"BLEU4 = ([\\d.]+)")``."""
+        parser = RegexParser(name, pattern, log)
+        self.exams.append(Step(parser, parser.token, parser.label))
+        if name not in self._regex_names:
+            self._regex_names.append(name)
+
+    # -- examining -----------------------------------------------------------------------
+
+    def exam(self, output: str | os.PathLike[str] = "output", regex: str = ".*", verbose: bool = False,
+             workers: int = -1) -> None:  # fmt: skip
+        """Run the parsers on every dir of ``output`` whose name ``regex`` searches.
+
+        ``workers > 0``: parse in that many forked processes (same result as serial).
+        ``verbose``: log each dir name to the ``mlrunner.examine`` logger at INFO level.
+        """
+        output = os.fspath(output)
+        pattern = compile_regex(regex)
+        all_names = list_dirs(output)
+        selected = [n for n in all_names if pattern.search(n)]
+        pipeline = Pipeline(list(self.exams), self.metrics_files)
+        store = self._store(output, pipeline.key)
+        store.keep_only(set(all_names))
+        now = time.time_ns()
+
+        todo: list[tuple[Job, DirScan, bool]] = []
+        for name in selected:
+            path = os.path.join(output, name)
+            scan = scan_dir(path, now)
+            if scan is None:
+                continue  # removed meanwhile
+            cached = store.get(name, scan)
+            hit = pipeline.fully_cached and pipeline.prefix_token in cached
+            todo.append((Job(name, path, scan.names, cached), scan, hit))
+        misses = [job for job, _, hit in todo if not hit]
+        log.debug("exam %s: %d dirs, %d to parse", output, len(todo), len(misses))
+        parallel: dict[str, Outcome] = {}
+        if workers > 0 and len(misses) >= MIN_PARALLEL and can_fork():
+            outcomes = run_parallel(pipeline, misses, self.caches, workers)
+            parallel = {job.name: outcome for job, outcome in zip(misses, outcomes, strict=True)}
+
+        problems = 0
+        for job, scan, hit in todo:  # in dir order, as 0.5.9's serial loop
+            if verbose:
+                log.info("%s", job.name)
+            if job.name in parallel:
+                outcome = parallel[job.name]
+            else:  # a cache hit runs no parser; a miss runs them on the live caches
+                outcome = pipeline.run_one(
+                    job.name, job.path, job.names, job.cached, {} if hit else self.caches
+                )
+            store.put(job.name, scan, outcome.payloads)
+            self._problems.pop(job.name, None)
+            if outcome.problems:
+                problems += 1
+                self._problems[job.name] = outcome.problems
+            if outcome.state is None:
+                if not outcome.problems:
+                    log.info("no 'param' in %s: not an experiment, skipped", job.path)
+                continue
+            param, metric, cache, delta = outcome.state
+            apply_delta(self.caches, delta)
+            self.experiments.pop(job.name, None)  # re-examined: its row moves to this exam's order
+            self.experiments[job.name] = Experiment(cache=cache, metric=metric, param=param)
+            self._dirs[job.name] = (output, job.path)
+        store.save()
+        if problems:
+            first = next(line for line in self.errors)
+            warnings.warn(
+                ExamineWarning(
+                    f"{problems} of {len(todo)} experiment dirs in '{output}' could not be fully parsed "
+                    f"(the table has the rest); first: {first}; all in Examiner.errors"
+                ),
+                stacklevel=2,
+            )
+
+    def _store(self, output: str, key: str) -> CacheStore:
+        ident = (os.path.realpath(output), key)
+        if ident not in self._stores:
+            self._stores[ident] = CacheStore(output, key)
+        return self._stores[ident]
+
+    @property
+    def errors(self) -> list[str]:
+        """One line per experiment dir with problems: ``"<dir>: <problem>; <problem>"``."""
+        names = list(self.experiments) + [n for n in self._problems if n not in self.experiments]
+        return [f"{n}: {'; '.join(self._problems[n])}" for n in names if n in self._problems]
+
+    # -- the table -----------------------------------------------------------------------
+
+    def table(self, concise: bool = True, print_tsv: bool = False, *, ledger: bool = False,
+              name: bool = False) -> pd.DataFrame:  # fmt: skip
+        """DataFrame of param columns (concise: only those that vary), then metric columns.
+
+        ``print_tsv``: also print it tab-separated to stdout (0.5.9). ``ledger``: append the
+        ledger columns (``_status``, ``_git_commit``, ... see :mod:`.ledger_join`).
+        ``name``: put each experiment's dir name first, as column ``_name``.
+        """
+        experiments = list(self.experiments.values())
+        columns, rows = table.build(experiments, concise, self._regex_names)
+        if print_tsv:
+            table.print_tsv(columns, rows)
+        df = pd.DataFrame(rows, columns=columns)
+        if name:
+            df.insert(0, "_name", pd.Series(list(self.experiments), dtype=object))
+        if ledger:
+            dirs = [self._dirs[n][1] for n in self.experiments]
+            outputs = [self._dirs[n][0] for n in self.experiments]
+            df = ledger_join.join(df, dirs, outputs)
+        return df

@@ -1,0 +1,204 @@
+"""Running the parsers over one experiment dir, reusing cached results where allowed.
+
+Steps run in order: ``param``, the metrics files, then the parsers in the order they were
+added. Let k be the first user parser that is not cacheable (``cache=False`` or no identity
+token). The state after the first k steps is cached as one payload under ``prefix_token``;
+built-in parsers after k are cached one by one; user parsers from k on run every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlrunner.examine import dirs
+from mlrunner.examine.dirs import Experiment
+from mlrunner.examine.parsers import METRICS_TOKEN, RegexParser, parse_metrics_files
+
+STATE_VERSION = 1
+Parser = Callable[[Path, Experiment, dict], Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    parser: Any  # a RegexParser or a user function
+    token: str | None  # None: never cached
+    label: str
+
+    @property
+    def builtin(self) -> bool:
+        return isinstance(self.parser, RegexParser)
+
+
+def user_label(func: Any) -> str:
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    return f"parser {name}"
+
+
+@dataclass
+class Outcome:
+    """What examining one dir produced; ``state`` None: no ``param``, not an experiment."""
+
+    name: str
+    state: tuple[dict, dict, dict, dict] | None  # param, metric, cache, caches delta (see apply_delta)
+    problems: list[str] = field(default_factory=list)
+    payloads: dict[str, bytes] = field(default_factory=dict)  # what to cache
+
+
+def apply_delta(caches: dict, delta: dict[Any, tuple[bool, Any]]) -> None:
+    """Replay what one experiment's parsers did to ``caches``: keys they rebound are set;
+    keys they added are set unless present (an earlier experiment added it first)."""
+    for key, (added, value) in delta.items():
+        if not (added and key in caches):
+            caches[key] = value
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _dumps(value: Any) -> bytes | None:
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # unpicklable parser output: correct, just not cached
+        return None
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" (at {os.path.basename(last.filename)}:{last.lineno})"
+
+
+class Pipeline:
+    def __init__(self, steps: list[Step], metrics_files: bool) -> None:
+        self.steps = steps
+        self.metrics_files = metrics_files
+        self.k = next((i for i, s in enumerate(steps) if s.token is None), len(steps))
+        prefix = [s.token for s in steps[: self.k]]
+        self.prefix_token = _digest("prefix", STATE_VERSION, metrics_files, METRICS_TOKEN, prefix)
+        self.key = _digest("pipeline", self.prefix_token, [s.token for s in steps[self.k :]])[:24]
+
+    @property
+    def fully_cached(self) -> bool:
+        return self.k == len(self.steps)
+
+    def run_user(
+        self, step: Step, path: Path, names: tuple[str, ...], exp: Experiment, caches: dict, delta: dict
+    ) -> str | None:
+        before = {key: id(value) for key, value in caches.items()}
+        misses: list[str] = []
+        reset = dirs._missing_logs.set(misses)
+        reset_listing = dirs._listing.set((os.fspath(path), names))
+        try:
+            step.parser(path, exp, caches)
+        except Exception as exc:
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            problem = f"{step.label} raised {type(exc).__name__}: {text}{_where(exc)}"
+            if misses:
+                problem += f" [no {', '.join(misses)} in this dir]"
+            return problem
+        finally:
+            dirs._missing_logs.reset(reset)
+            dirs._listing.reset(reset_listing)
+            for key, value in caches.items():
+                if before.get(key) != id(value):
+                    delta[key] = (key not in before, value)
+        if misses:
+            return f"{step.label}: no {', '.join(misses)} in this dir"
+        return None
+
+    def run_one(
+        self, name: str, exp_dir: str, names: tuple[str, ...], cached: dict[str, bytes], caches: dict
+    ) -> Outcome:
+        """Examine one dir; ``cached``: its payloads from the cache (listing unchanged)."""
+        out = Outcome(name, None)
+        if dirs.PARAM_FILE not in names:
+            return out
+        blob = cached.get(self.prefix_token)
+        if blob is None:
+            state = self._run_prefix(exp_dir, names, caches, out)
+            if state is None:
+                return out
+        else:
+            state = pickle.loads(blob)
+            out.problems.extend(state[4])
+            out.payloads[self.prefix_token] = blob
+            if state[0] is None:  # an unreadable param file, unchanged since
+                return out
+            apply_delta(caches, state[3])
+        param, metric, cache, delta, _ = state
+        if self.k < len(self.steps):
+            self._run_tail(Experiment(cache, metric, param), exp_dir, names, cached, caches, delta, out)
+        out.state = (param, metric, cache, delta)
+        return out
+
+    def _run_prefix(
+        self, exp_dir: str, names: tuple[str, ...], caches: dict, out: Outcome
+    ) -> tuple[dict, dict, dict, dict, list[str]] | None:
+        """Read ``param`` and the metrics files, run the steps before k; cache the state."""
+        param, problem = dirs.read_params(exp_dir)
+        if param is None:
+            if problem:
+                out.problems.append(problem)
+                out.payloads[self.prefix_token] = pickle.dumps((None, {}, {}, {}, [problem]))
+            return None
+        metric: dict[str, Any] = {}
+        cache: dict[str, Any] = {}
+        delta: dict[Any, tuple[bool, Any]] = {}
+        if self.metrics_files:
+            updates, problem = parse_metrics_files(exp_dir, names)
+            metric.update(updates)
+            if problem:
+                out.problems.append(problem)
+        clean = True
+        exp = Experiment(cache=cache, metric=metric, param=param)
+        path = Path(exp_dir)
+        for step in self.steps[: self.k]:
+            if step.builtin:
+                updates, problem = step.parser.parse(exp_dir, names)
+                metric.update(updates)
+            else:
+                problem = self.run_user(step, path, names, exp, caches, delta)
+                clean = clean and problem is None  # a user parser that raised: run it again next time
+            if problem:
+                out.problems.append(problem)
+        state = (param, metric, cache, delta, list(out.problems))
+        if clean:
+            blob = _dumps(state)
+            if blob is not None:
+                out.payloads[self.prefix_token] = blob
+        return state
+
+    def _run_tail(
+        self,
+        exp: Experiment,
+        exp_dir: str,
+        names: tuple[str, ...],
+        cached: dict[str, bytes],
+        caches: dict,
+        delta: dict,
+        out: Outcome,
+    ) -> None:
+        """The steps from k on: built-ins from their own cache entries, user parsers live."""
+        path = Path(exp_dir)
+        for step in self.steps[self.k :]:
+            if step.builtin and step.token in cached:
+                updates, problem = pickle.loads(cached[step.token])
+                out.payloads[step.token] = cached[step.token]
+            elif step.builtin:
+                updates, problem = step.parser.parse(exp_dir, names)
+                out.payloads[step.token] = pickle.dumps((updates, problem))
+            else:
+                updates, problem = {}, self.run_user(step, path, names, exp, caches, delta)
+            exp.metric.update(updates)
+            if problem:
+                out.problems.append(problem)

@@ -1,0 +1,1036 @@
+"""The SQLite ledger: every run, task and command attempt, safe under many processes.
+
+One file per output root, ``<output>/.mlrunner/ledger.db`` (``MLRUNNER_LEDGER_DIR``
+moves it to local disk). Concurrency rules, after the SQLite docs and peers' bugs
+(Optuna #820, MLflow #4123):
+
+- WAL journal, ``busy_timeout`` 30 s, ``synchronous=NORMAL``;
+- ``isolation_level=None`` and an explicit ``BEGIN IMMEDIATE`` for every write
+  transaction (a deferred BEGIN that reads then writes fails with "database is
+  locked" under contention whatever the timeout);
+- short transactions, no process or file work inside (liveness checks happen before);
+- one connection per process, opened lazily and reopened after a fork;
+- schema creation/migration serialised by a ``filelock`` on ``ledger.lock`` (never a lock
+  on the .db itself);
+- the ledger refuses network filesystems, where SQLite locking is unsafe.
+
+Every SQLite failure becomes a :class:`~mlrunner.errors.LedgerError` that says what
+happened and how to fix it: a write either commits or raises, never a silent success.
+
+Statuses: a ``running`` attempt whose runner process is dead (host, boot id, pid and
+start time, see :mod:`mlrunner.procs`) reads as ``lost``; so does a ``running`` run.
+Task status is derived from the latest attempt of each of its commands (see
+:func:`mlrunner.ledger_schema.task_status`) and is global to the ledger: a task shared
+by several runs has one status, its current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from . import procs
+from .errors import LedgerError, UnsafeFilesystemError, UsageError, did_you_mean
+from .ledger_schema import (
+    END_STATUSES,
+    FAILED_STATUSES,
+    RUN_STATUSES,
+    TASK_STATUSES,
+    migrate,
+    pending_migrations,
+    refresh_task_progress,
+    task_status,
+)
+
+BUSY_TIMEOUT_S = 30.0
+MIGRATION_LOCK_TIMEOUT_S = 120.0
+LOG_TAIL_MAX = 16 * 1024
+LEDGER_DIR_ENV = "MLRUNNER_LEDGER_DIR"
+MOUNTS_FILE_ENV = "MLRUNNER_MOUNTS_FILE"  # testing hook: read this instead of /proc/mounts
+# Filesystems where SQLite's POSIX locks are unreliable (sqlite.org/faq.html#q5, lockingv3).
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "ncpfs", "afs", "9p", "sshfs",
+        "fuse.sshfs", "lustre", "gpfs", "beegfs", "fhgfs", "glusterfs", "fuse.glusterfs",
+        "panfs", "davfs", "fuse.davfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone",
+        "fuse.juicefs", "fuse.cephfs", "ceph",
+    }
+)  # fmt: skip
+
+# Connections inherited over fork() are never closed in the child (closing could drop the
+# parent's locks or checkpoint under it): they are parked here for the child's lifetime.
+_ABANDONED: list[sqlite3.Connection] = []
+_LEDGERS: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+def _reset_locks_in_child() -> None:
+    # A thread of the parent may have held a ledger's lock at fork(): it never releases it here.
+    for ledger in list(_LEDGERS):
+        ledger._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+
+def ledger_dir(output: str | os.PathLike[str]) -> Path:
+    """Directory of the ledger of ``output``: ``<output>/.mlrunner``.
+
+    With ``MLRUNNER_LEDGER_DIR`` set, ``<that dir>/<basename>-<hash of realpath(output)>``,
+    so several output roots can keep their ledgers on one local disk without mixing.
+    """
+    override = os.environ.get(LEDGER_DIR_ENV)
+    if override:
+        real = os.path.realpath(os.fspath(output))
+        tag = hashlib.sha256(real.encode()).hexdigest()[:12]
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(real)).strip("._")[:40] or "root"
+        return Path(override).expanduser().absolute() / f"{base}-{tag}"
+    return Path(output) / ".mlrunner"
+
+
+def ledger_path(output: str | os.PathLike[str]) -> Path:
+    """The ledger file of ``output`` (see :func:`ledger_dir`)."""
+    return ledger_dir(output) / "ledger.db"
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_of(path: str | os.PathLike[str], mounts_file: str | None = None) -> tuple[str, str, str] | None:
+    """(mount point, fs type, source) of the mount holding ``path``; None if unknown."""
+    probe = os.path.realpath(os.fspath(path))  # the path need not exist yet
+    mounts_file = mounts_file or os.environ.get(MOUNTS_FILE_ENV) or "/proc/mounts"
+    try:
+        with open(mounts_file, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    best: tuple[str, str, str] | None = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        source, point, fstype = _unescape_mount(fields[0]), _unescape_mount(fields[1]), fields[2]
+        inside = probe == point or probe.startswith(point.rstrip("/") + "/")
+        # Later lines win on equal length: the last mount on a point hides earlier ones.
+        if inside and (best is None or len(point) >= len(best[0])):
+            best = (point, fstype, source)
+    return best
+
+
+def check_local_filesystem(directory: str | os.PathLike[str], mounts_file: str | None = None) -> None:
+    """Raise UnsafeFilesystemError when ``directory`` is on a network filesystem."""
+    mount = mount_of(directory, mounts_file)
+    if mount is None:
+        return
+    point, fstype, source = mount
+    network = fstype.lower() in NETWORK_FILESYSTEMS or (fstype == "fuse" and source.startswith("sshfs#"))
+    if network:
+        raise UnsafeFilesystemError(
+            f"the ledger directory {os.fspath(directory)} is on a network filesystem "
+            f"({fstype} mounted at {point} from {source}), where SQLite locking is unsafe: "
+            f"concurrent runs could corrupt the ledger",
+            hint=f"keep the outputs where they are and put the ledger on a local disk that survives "
+            f"reboots, e.g. export {LEDGER_DIR_ENV}=/var/tmp/$USER/mlrunner, and use the same value "
+            f"for every run and `mlrunner` command on this output",
+        )
+
+
+def iso(t: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 local time with offset (None stays None)."""
+    if t is None:
+        return None
+    local = time.localtime(t)  # 3x faster than datetime.astimezone(), same text
+    offset = local.tm_gmtoff or 0
+    sign = "-" if offset < 0 else "+"
+    offset = abs(offset)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}{sign}{offset // 3600:02d}:{offset % 3600 // 60:02d}"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__} in the ledger: {value!r}")
+
+
+_ENCODER = json.JSONEncoder(default=_json_default)
+
+
+def _dumps(value: Any) -> str:
+    return _ENCODER.encode(value)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# What the views need of an attempt row (the latest per task and command).
+_LATEST_COLUMNS = (
+    "a.id, a.task_key, a.command, a.status, a.started_at, a.ended_at, a.failure_class, "
+    "a.host, a.boot_id, a.runner_pid, a.runner_start"
+)
+
+
+class _Liveness:
+    """Memoised runner liveness for one query (None: on another host, unknowable here)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[Any, ...], bool | None] = {}
+
+    def __call__(self, host: str, boot: str, pid: int | None, start: int | None) -> bool | None:
+        key = (host, boot, pid, start)
+        if key not in self._memo:
+            self._memo[key] = procs.is_alive(host, boot, pid, start)
+        return self._memo[key]
+
+    def attempt_status(self, row: Mapping[str, Any]) -> str:
+        status = row["status"]
+        if (
+            status == "running"
+            and self(row["host"], row["boot_id"], row["runner_pid"], row["runner_start"]) is False
+        ):
+            return "lost"
+        return status
+
+
+class Ledger:
+    """The ledger of one output root. Thread-safe; fork-safe (reconnects in the child)."""
+
+    def __init__(
+        self, output: str | os.PathLike[str], *, create: bool = True, mounts_file: str | None = None
+    ) -> None:
+        self.output = os.fspath(output)
+        self.path = ledger_path(output)
+        self.dir = self.path.parent
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._me_cache: tuple[int, procs.ProcessId] | None = None
+        _LEDGERS.add(self)
+        check_local_filesystem(self.dir, mounts_file)
+        if not create and not self.path.is_file():
+            raise LedgerError(
+                f"no ledger for output '{self.output}': {self.path} does not exist",
+                hint=f"nothing has run with -o {self.output} yet (check -o), "
+                f"or it ran with {LEDGER_DIR_ENV} set differently",
+            )
+        if create:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LedgerError(
+                    f"cannot create the ledger directory {self.dir}: {e.strerror or e}",
+                    hint=f"make the output dir writable, or set {LEDGER_DIR_ENV} to a writable local dir",
+                ) from e
+        # create=False never creates the file; a read-only ledger may still be read (see _prepare).
+        self._query = "" if create else "?mode=rw"
+        self.read_only = False
+        self._prepare()
+
+    # -- connection management ---------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        target = f"file:{quote(os.fspath(self.path.absolute()))}{self._query}"
+        conn = sqlite3.connect(
+            target, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        if self._conn is None or self._pid != pid:
+            if self._conn is not None:  # inherited over fork: park it, never touch it here
+                _ABANDONED.append(self._conn)
+            self._conn = self._connect()
+            self._pid = pid
+        return self._conn
+
+    def _inspect(self) -> tuple[list[str], str]:
+        conn = self._connection()
+        todo = pending_migrations(conn, str(self.path))
+        return [m.name for m in todo], conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+    def _inspect_read_only(self, first: sqlite3.Error) -> tuple[list[str], str]:
+        """create=False on a ledger this process cannot write: open it read-only.
+
+        mode=ro reads a live WAL ledger (its -shm exists); a cleanly closed one (no -wal
+        file) in a read-only directory can only be opened as immutable.
+        """
+        error: sqlite3.Error = first
+        wal = Path(f"{self.path}-wal")
+        queries = ["?mode=ro"]
+        if not wal.exists() or wal.stat().st_size == 0:
+            queries.append("?mode=ro&immutable=1")
+        for query in queries:
+            self._abandon_connection()
+            self._query = query
+            try:
+                found = self._inspect()
+            except sqlite3.Error as e:
+                error = e
+                continue
+            self.read_only = True
+            return found
+        raise self._error(error, "open") from error
+
+    def _abandon_connection(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+        self._conn = None
+
+    def _prepare(self) -> None:
+        """Create or upgrade the schema (under the file lock only when something is to do)."""
+        where = str(self.path)
+        try:
+            todo, journal = self._inspect()
+        except sqlite3.Error as e:
+            name = getattr(e, "sqlite_errorname", "") or ""
+            if self._query != "?mode=rw" or not name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+                raise self._error(e, "open") from e
+            todo, journal = self._inspect_read_only(e)
+        if self.read_only and todo:
+            raise LedgerError(
+                f"this ledger needs a schema upgrade ({', '.join(todo)}) but is read-only here",
+                file=where,
+                hint=f"run any mlrunner command on it once as a user who can write {self.dir}",
+            )
+        if self.read_only or (not todo and journal == "wal"):
+            return
+        conn = self._connection()
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.dir / "ledger.lock"), timeout=MIGRATION_LOCK_TIMEOUT_S)
+        try:
+            with lock:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise LedgerError(
+                        f"cannot switch the ledger to WAL journal mode (SQLite kept '{mode}')",
+                        file=where,
+                        hint=f"put the ledger on a local disk: set {LEDGER_DIR_ENV} to a local directory",
+                    )
+                migrate(conn, where)
+        except sqlite3.Error as e:
+            raise self._error(e, "create or upgrade the schema of") from e
+        except Timeout as e:
+            raise LedgerError(
+                f"timed out after {MIGRATION_LOCK_TIMEOUT_S:.0f} s waiting for {lock.lock_file} "
+                "to create or upgrade the ledger",
+                file=where,
+                hint="another mlrunner process is stuck while upgrading this ledger; stop it and retry",
+            ) from e
+        except OSError as e:
+            raise LedgerError(
+                f"cannot lock {lock.lock_file} to create or upgrade the ledger: {e.strerror or e}",
+                file=where,
+                hint=f"make {self.dir} writable, or set {LEDGER_DIR_ENV} to a writable local directory",
+            ) from e
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _error(self, e: sqlite3.Error, doing: str = "write") -> LedgerError:
+        name = getattr(e, "sqlite_errorname", "") or ""
+        text = str(e)
+        where = str(self.path)
+        elsewhere = f"or set {LEDGER_DIR_ENV} to a writable local directory"
+        if name.startswith("SQLITE_READONLY") or "readonly" in text:
+            return LedgerError(
+                f"cannot {doing} the ledger: it is read-only ({text})"
+                + ("" if doing == "open" else "; nothing was recorded"),
+                file=where,
+                hint=f"make {self.dir} and the files in it writable, {elsewhere}",
+            )
+        if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+            return LedgerError(
+                f"cannot {doing} the ledger: {text}",
+                file=where,
+                hint=f"SQLite needs {self.dir} to exist and be writable (it creates ledger.db-wal and "
+                f"ledger.db-shm there); fix its permissions {elsewhere}",
+            )
+        if name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR") or ("disk" in text and "full" in text):
+            return LedgerError(
+                f"cannot {doing} the ledger: {text}; the change was NOT recorded",
+                file=where,
+                hint=f"free space (or quota) on the filesystem holding {self.dir}, {elsewhere}; "
+                "then continue with `run --resume`",
+            )
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+            return LedgerError(
+                f"cannot {doing} the ledger: it stayed locked by another process for more than "
+                f"{BUSY_TIMEOUT_S:.0f} s ({text})",
+                file=where,
+                hint="another process holds a long transaction on it; see `mlrunner status` and retry",
+            )
+        if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in text or "malformed" in text:
+            return LedgerError(
+                f"the ledger is damaged or not an SQLite database ({text})",
+                file=where,
+                hint="move the file away to start a new ledger (experiment dirs and stat files are kept)",
+            )
+        return LedgerError(f"cannot {doing} the ledger: {text}", file=where)
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: BEGIN IMMEDIATE for writes, a consistent snapshot for reads."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as e:
+                raise self._error(e, "write" if write else "read") from e
+            try:
+                yield conn
+            except BaseException as exc:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc, "write" if write else "read") from exc
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise self._error(e, "write" if write else "read") from e
+
+    def _me(self) -> procs.ProcessId:
+        pid = os.getpid()
+        if self._me_cache is None or self._me_cache[0] != pid:
+            self._me_cache = (pid, procs.ProcessId.of(pid))
+        return self._me_cache[1]
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: 'ok' for a sound file."""
+        with self._tx(write=False) as conn:
+            return "\n".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
+
+    # -- runs --------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        argv: Sequence[str],
+        cwd: str | os.PathLike[str],
+        params_path: str | os.PathLike[str] | None,
+        params_text: str | None,
+        options: Mapping[str, Any],
+        snapshot: Mapping[str, Any] | None,
+        backend: str = "local",
+    ) -> int:
+        """Record a new run as 'running' by this process; returns its id."""
+        me = self._me()
+        digest = None if params_text is None else hashlib.sha256(params_text.encode()).hexdigest()
+        row = (
+            "running", _dumps(list(argv)), os.fspath(cwd),
+            None if params_path is None else os.fspath(params_path), params_text, digest,
+            _dumps(dict(options)), backend, me.host, me.boot_id, me.pid, me.start, time.time(),
+            *self._snapshot_columns(snapshot),
+        )  # fmt: skip
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (status, argv, cwd, params_path, params_text, params_sha256, options, "
+                "backend, host, boot_id, pid, proc_start, started_at, snapshot, git_commit, git_dirty, "
+                "snapshot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _snapshot_columns(snapshot: Mapping[str, Any] | None) -> tuple[Any, ...]:
+        if snapshot is None:
+            return (None, None, None, None)
+        dirty = snapshot.get("dirty")
+        return (
+            _dumps(dict(snapshot)),
+            snapshot.get("commit"),
+            None if dirty is None else int(bool(dirty)),
+            snapshot.get("snapshot_id"),
+        )
+
+    def _run_dict(self, row: sqlite3.Row, alive: _Liveness) -> dict[str, Any]:
+        run = dict(row)
+        run["argv"] = _loads(run["argv"])
+        run["options"] = _loads(run["options"])
+        run["snapshot"] = _loads(run["snapshot"])
+        run["git_dirty"] = None if run["git_dirty"] is None else bool(run["git_dirty"])
+        run["recorded_status"] = run["status"]
+        run["runner_alive"] = alive(run["host"], run["boot_id"], run["pid"], run["proc_start"])
+        if run["status"] == "running" and run["runner_alive"] is False:
+            run["status"] = "lost"
+        return run
+
+    def get_run(self, run_id: int | None = None) -> dict[str, Any] | None:
+        """A run with every column (epoch times; argv/options/snapshot parsed); None: latest.
+
+        ``status`` reads 'lost' for a 'running' run whose runner is dead; the stored value
+        is in ``recorded_status``, the runner's liveness in ``runner_alive``.
+        """
+        with self._tx(write=False) as conn:
+            if run_id is None:
+                row = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+            else:
+                row = conn.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+        return None if row is None else self._run_dict(row, _Liveness())
+
+    def update_run(
+        self,
+        run_id: int,
+        *,
+        status: str | None = None,
+        ended_at: float | None = None,
+        snapshot: Mapping[str, Any] | None = None,
+        runner: bool = True,
+    ) -> None:
+        """Change a run's status/end/snapshot; ``runner``: record this process as its runner.
+
+        status 'running' clears ended_at; another status without ``ended_at`` ends it now.
+        """
+        if status is not None and status not in RUN_STATUSES:
+            raise LedgerError(f"invalid run status '{status}' (one of: {', '.join(sorted(RUN_STATUSES))})")
+        sets: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            sets.append("status = ?")
+            args.append(status)
+            sets.append("ended_at = ?")
+            args.append(None if status == "running" else (time.time() if ended_at is None else ended_at))
+        elif ended_at is not None:
+            sets.append("ended_at = ?")
+            args.append(ended_at)
+        if snapshot is not None:
+            sets.append("snapshot = ?, git_commit = ?, git_dirty = ?, snapshot_id = ?")
+            args.extend(self._snapshot_columns(snapshot))
+        if runner:
+            me = self._me()
+            sets.append("host = ?, boot_id = ?, pid = ?, proc_start = ?")
+            args.extend([me.host, me.boot_id, me.pid, me.start])
+        if not sets:
+            return
+        with self._tx() as conn:
+            cur = conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, int(run_id)))
+            if cur.rowcount == 0:
+                raise self._no_run(run_id)
+
+    def _no_run(self, run_id: int) -> LedgerError:
+        return LedgerError(
+            f"no run {run_id} in the ledger", file=str(self.path), hint="`mlrunner ledger ls` lists the runs"
+        )
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per run, oldest first (times as ISO 8601 strings).
+
+        Counts are of the run's tasks by their current status: n_tasks, n_finished,
+        n_failed, n_running, n_interrupted (interrupted or lost), n_pending, plus
+        n_commands and n_commands_finished.
+        """
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT r.*, count(t.key) AS n_tasks, "
+                "coalesce(sum(t.status = 'finished'), 0) AS n_finished, "
+                "coalesce(sum(t.status = 'failed'), 0) AS n_failed, "
+                "coalesce(sum(t.status = 'running'), 0) AS n_running, "
+                "coalesce(sum(t.status IN ('interrupted', 'lost')), 0) AS n_interrupted, "
+                "coalesce(sum(t.n_commands), 0) AS n_commands, coalesce(sum(t.n_done), 0) AS n_done "
+                "FROM runs r LEFT JOIN run_tasks rt ON rt.run_id = r.id "
+                "LEFT JOIN tasks t ON t.key = rt.task_key "
+                "GROUP BY r.id ORDER BY r.id"
+            ).fetchall()
+            running = conn.execute(
+                "SELECT rt.run_id, a.task_key, a.host, a.boot_id, a.runner_pid, a.runner_start "
+                "FROM attempts a JOIN tasks t ON t.key = a.task_key AND t.status = 'running' "
+                "JOIN run_tasks rt ON rt.task_key = a.task_key WHERE a.status = 'running' AND a.latest = 1"
+            ).fetchall()
+        alive = _Liveness()
+        live: set[tuple[int, str]] = set()
+        held: set[tuple[int, str]] = set()
+        for r in running:
+            held.add((r["run_id"], r["task_key"]))
+            if alive(r["host"], r["boot_id"], r["runner_pid"], r["runner_start"]) is not False:
+                live.add((r["run_id"], r["task_key"]))
+        lost_per_run: dict[int, int] = {}
+        for run_id, _key in held - live:
+            lost_per_run[run_id] = lost_per_run.get(run_id, 0) + 1
+        out = []
+        for row in rows:
+            run = self._run_dict(row, alive)
+            lost = lost_per_run.get(run["id"], 0)
+            n_running = run["n_running"] - lost
+            n_interrupted = run["n_interrupted"] + lost
+            done = run["n_finished"] + run["n_failed"] + n_running + n_interrupted
+            out.append(
+                {
+                    "id": run["id"],
+                    "status": run["status"],
+                    "started_at": iso(run["started_at"]),
+                    "finished_at": iso(run["ended_at"]),
+                    "git_commit": run["git_commit"],
+                    "git_dirty": run["git_dirty"],
+                    "snapshot_id": run["snapshot_id"],
+                    "n_tasks": run["n_tasks"],
+                    "n_finished": run["n_finished"],
+                    "n_failed": run["n_failed"],
+                    "n_running": n_running,
+                    "n_interrupted": n_interrupted,
+                    "n_pending": run["n_tasks"] - done,
+                    "n_commands": run["n_commands"],
+                    "n_commands_finished": run["n_done"],
+                    "params_path": run["params_path"],
+                    "cwd": run["cwd"],
+                    "argv": run["argv"],
+                    "backend": run["backend"],
+                    "host": run["host"],
+                    "pid": run["pid"],
+                }
+            )
+        return out
+
+    # -- tasks and claims --------------------------------------------------------------
+
+    def register_tasks(self, run_id: int, tasks: Sequence[Mapping[str, Any]]) -> None:
+        """Record the run's tasks ({key, name, output_dir, params, commands}) in one transaction.
+
+        Idempotent: a task already known (by key) keeps its row and attempts; the run's
+        list (run_tasks) gets each task once, at its position in ``tasks``.
+        """
+        real_parents: dict[str, str] = {}
+        commands_json: dict[tuple[str, ...], str] = {}
+        task_rows = []
+        link_rows = []
+        for position, task in enumerate(tasks):
+            try:
+                key, name, output_dir = str(task["key"]), str(task["name"]), os.fspath(task["output_dir"])
+                commands = tuple(str(c) for c in task["commands"])
+                params = _dumps(task["params"])
+            except KeyError as e:
+                raise LedgerError(f"task #{position} lacks '{e.args[0]}' (needs key, name, output_dir, "
+                                  "params, commands)") from e  # fmt: skip
+            # output_real: realpath of the parent (once per parent) + the experiment dir's name
+            parent, base = os.path.split(os.path.normpath(output_dir))
+            if parent not in real_parents:
+                real_parents[parent] = os.path.realpath(parent or ".")
+            if commands not in commands_json:
+                commands_json[commands] = _dumps(list(commands))
+            real = os.path.join(real_parents[parent], base)
+            task_rows.append((key, name, output_dir, real, params, commands_json[commands], len(commands)))
+            link_rows.append((int(run_id), key, position))
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (int(run_id),)).fetchone() is None:
+                raise self._no_run(run_id)
+            conn.executemany(
+                "INSERT OR IGNORE INTO tasks (key, name, output_dir, output_real, params, commands, "
+                "n_commands) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                task_rows,
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO run_tasks (run_id, task_key, position) VALUES (?, ?, ?)", link_rows
+            )
+
+    def command_states(self, task_keys: Sequence[str] | None = None) -> dict[tuple[str, str], str]:
+        """Latest attempt status per (task key, command); 'running' with a dead runner -> 'lost'.
+
+        Commands never started are absent.
+        """
+        sql = (
+            "SELECT task_key, command, status, host, boot_id, runner_pid, runner_start "
+            "FROM attempts WHERE latest = 1 {where}"
+        )
+        rows: list[sqlite3.Row] = []
+        with self._tx(write=False) as conn:
+            if task_keys is None:
+                rows = conn.execute(sql.format(where="")).fetchall()
+            else:
+                keys = list(dict.fromkeys(task_keys))
+                for i in range(0, len(keys), 500):
+                    chunk = keys[i : i + 500]
+                    where = f"AND task_key IN ({', '.join('?' * len(chunk))})"
+                    rows.extend(conn.execute(sql.format(where=where), chunk).fetchall())
+        alive = _Liveness()
+        return {(r["task_key"], r["command"]): alive.attempt_status(r) for r in rows}
+
+    def claim_task(self, task_key: str, run_id: int) -> bool:
+        """Atomically claim a task for this process: at most one live runner per task.
+
+        Succeeds when nobody holds it, this process already does, or the holder is dead
+        (a holder on another host counts as alive). The caller must then deal with the
+        task's :meth:`orphaned_attempts` before starting its commands.
+        """
+        me = self._me()
+        with self._tx(write=False) as conn:
+            held = conn.execute("SELECT * FROM claims WHERE task_key = ?", (task_key,)).fetchone()
+        if held is not None:
+            if (held["host"], held["boot_id"], held["pid"], held["proc_start"]) == (
+                me.host, me.boot_id, me.pid, me.start,
+            ):  # fmt: skip
+                return True
+            if procs.is_alive(held["host"], held["boot_id"], held["pid"], held["proc_start"]) is not False:
+                return False
+        with self._tx() as conn:
+            if held is not None:  # compare-and-swap: remove exactly the dead holder seen above
+                conn.execute(
+                    "DELETE FROM claims WHERE task_key = ? AND pid = ? AND host = ? AND boot_id = ? "
+                    "AND proc_start IS ? AND claimed_at = ?",
+                    (
+                        task_key,
+                        held["pid"],
+                        held["host"],
+                        held["boot_id"],
+                        held["proc_start"],
+                        held["claimed_at"],
+                    ),
+                )
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO claims (task_key, run_id, host, boot_id, pid, proc_start, claimed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (task_key, int(run_id), me.host, me.boot_id, me.pid, me.start, time.time()),
+            )
+            return cur.rowcount == 1
+
+    def release_task(self, task_key: str) -> None:
+        """Drop this process's claim on a task (another holder's claim is left alone)."""
+        me = self._me()
+        with self._tx() as conn:
+            conn.execute(
+                "DELETE FROM claims WHERE task_key = ? AND host = ? AND boot_id = ? AND pid = ? "
+                "AND proc_start IS ?",
+                (task_key, me.host, me.boot_id, me.pid, me.start),
+            )
+
+    # -- attempts ----------------------------------------------------------------------
+
+    def start_attempt(
+        self,
+        *,
+        run_id: int,
+        task_key: str,
+        command: str,
+        resource: str | None,
+        gpus: Sequence[int] | None,
+        log_path: str | os.PathLike[str] | None,
+        snapshot_id: str | None = None,
+        job_id: str | None = None,
+        node: str | None = None,
+    ) -> int:
+        """Record a new 'running' attempt (number = previous max + 1); returns its id.
+
+        ``snapshot_id`` None: the run's snapshot id is recorded.
+        """
+        me = self._me()
+        gpus_json = None if gpus is None else _dumps([int(g) for g in gpus])
+        log = None if log_path is None else os.fspath(log_path)
+        with self._tx() as conn:
+            task = conn.execute("SELECT commands FROM tasks WHERE key = ?", (task_key,)).fetchone()
+            if task is None:
+                raise LedgerError(f"task {task_key} is not registered in the ledger", file=str(self.path))
+            if command not in json.loads(task["commands"]):
+                raise LedgerError(f"task {task_key} has no command '{command}'", file=str(self.path))
+            run = conn.execute("SELECT snapshot_id FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+            if run is None:
+                raise self._no_run(run_id)
+            conn.execute(
+                "UPDATE attempts SET latest = 0 WHERE task_key = ? AND command = ? AND latest = 1",
+                (task_key, command),
+            )
+            cur = conn.execute(
+                "INSERT INTO attempts (run_id, task_key, command, number, status, resource, gpus, host, "
+                "boot_id, runner_pid, runner_start, job_id, node, log_path, snapshot_id, started_at, latest) "
+                "SELECT ?, ?, ?, coalesce(max(number), 0) + 1, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1 "
+                "FROM attempts WHERE task_key = ? AND command = ?",
+                (
+                    int(run_id), task_key, command, resource, gpus_json, me.host, me.boot_id, me.pid,
+                    me.start, job_id, node, log, snapshot_id or run["snapshot_id"], time.time(),
+                    task_key, command,
+                ),
+            )  # fmt: skip
+            refresh_task_progress(conn, task_key)
+            return int(cur.lastrowid or 0)
+
+    def set_attempt_process(
+        self, attempt_id: int, *, pid: int, pgid: int | None, proc_start: int | None
+    ) -> None:
+        """Record the command's process (pid, process group, start time) once spawned."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE attempts SET pid = ?, pgid = ?, proc_start = ? WHERE id = ?",
+                (pid, pgid, proc_start, int(attempt_id)),
+            )
+            if cur.rowcount == 0:
+                raise self._no_attempt(attempt_id)
+
+    def _no_attempt(self, attempt_id: int) -> LedgerError:
+        return LedgerError(f"no attempt {attempt_id} in the ledger", file=str(self.path))
+
+    def end_attempt(
+        self,
+        attempt_id: int,
+        *,
+        status: str,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        failure_class: str | None = None,
+        log_tail: str | None = None,
+    ) -> None:
+        """Record an attempt's end; ``status`` one of END_STATUSES. Raises unless recorded."""
+        if status not in END_STATUSES:
+            raise LedgerError(
+                f"invalid attempt end status '{status}' (one of: {', '.join(sorted(END_STATUSES))})",
+                hint=did_you_mean(status, END_STATUSES),
+            )
+        if log_tail is not None and len(log_tail) > LOG_TAIL_MAX:
+            log_tail = log_tail[-LOG_TAIL_MAX:]
+        with self._tx() as conn:
+            row = conn.execute("SELECT task_key FROM attempts WHERE id = ?", (int(attempt_id),)).fetchone()
+            if row is None:
+                raise self._no_attempt(attempt_id)
+            conn.execute(
+                "UPDATE attempts SET status = ?, exit_code = ?, signal = ?, failure_class = ?, log_tail = ?, "
+                "ended_at = ? WHERE id = ?",
+                (status, exit_code, signal, failure_class, log_tail, time.time(), int(attempt_id)),
+            )
+            refresh_task_progress(conn, row["task_key"])
+
+    @staticmethod
+    def _attempt_dict(row: sqlite3.Row) -> dict[str, Any]:
+        attempt = dict(row)
+        if "gpus" in attempt:
+            attempt["gpus"] = _loads(attempt["gpus"])
+        return attempt
+
+    def _running(self, task_key: str | None) -> list[sqlite3.Row]:
+        sql = (
+            "SELECT a.*, t.name, t.output_dir FROM attempts a JOIN tasks t ON t.key = a.task_key "
+            "WHERE a.status = 'running'"
+        )
+        with self._tx(write=False) as conn:
+            if task_key is None:
+                return conn.execute(sql + " ORDER BY a.id").fetchall()
+            return conn.execute(sql + " AND a.task_key = ? ORDER BY a.id", (task_key,)).fetchall()
+
+    def orphaned_attempts(self, task_key: str | None = None) -> list[dict[str, Any]]:
+        """Attempts still 'running' whose runner is dead (this host: known dead).
+
+        Each has every attempt column (pid, pgid, proc_start, host, boot_id, runner_pid...),
+        the task's name and output_dir, and ``command_alive`` (procs.is_alive of the
+        command's process: True, False, or None when it is unknowable from here).
+        """
+        alive = _Liveness()
+        out = []
+        for row in self._running(task_key):
+            if alive(row["host"], row["boot_id"], row["runner_pid"], row["runner_start"]) is False:
+                attempt = self._attempt_dict(row)
+                attempt["command_alive"] = (
+                    None
+                    if row["pid"] is None
+                    else procs.is_alive(row["host"], row["boot_id"], row["pid"], row["proc_start"])
+                )
+                out.append(attempt)
+        return out
+
+    def live_attempts(self) -> list[dict[str, Any]]:
+        """'running' attempts whose runner is alive (or elsewhere): for `mlrunner status`.
+
+        Every attempt column (run_id, command, resource, gpus, started_at epoch, pid,
+        log_path...) plus the task's name and output_dir.
+        """
+        alive = _Liveness()
+        return [
+            self._attempt_dict(row)
+            for row in self._running(None)
+            if alive(row["host"], row["boot_id"], row["runner_pid"], row["runner_start"]) is not False
+        ]
+
+    def attempts_for(self, task_key: str, command: str | None = None) -> list[dict[str, Any]]:
+        """Every attempt of a task (of one command), oldest first, with derived 'lost'."""
+        with self._tx(write=False) as conn:
+            if command is None:
+                rows = conn.execute(
+                    "SELECT * FROM attempts WHERE task_key = ? ORDER BY id", (task_key,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM attempts WHERE task_key = ? AND command = ? ORDER BY id",
+                    (task_key, command),
+                ).fetchall()
+        alive = _Liveness()
+        out = []
+        for row in rows:
+            attempt = self._attempt_dict(row)
+            attempt["status"] = alive.attempt_status(row)
+            out.append(attempt)
+        return out
+
+    # -- views -------------------------------------------------------------------------
+
+    def show_run(self, run_id: int, status: str | None = None) -> dict[str, Any]:
+        """The `ledger show --json` document of a run (JSON-ready, ISO 8601 times).
+
+        ``{"run": {...}, "tasks": [{"name", "output_dir", "status", "params", "key",
+        "position", "commands": [{"name", "status", "exit_code", "signal", "attempts",
+        "resource", "started_at", "ended_at", "log", "failure_class", "log_tail"}]}]}``;
+        ``status`` keeps only the tasks with that status.
+        """
+        if status is not None and status not in TASK_STATUSES:
+            raise UsageError(
+                f"unknown task status '{status}' (one of: {', '.join(TASK_STATUSES)})",
+                hint=did_you_mean(status, TASK_STATUSES),
+            )
+        with self._tx(write=False) as conn:
+            run_row = conn.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+            if run_row is None:
+                raise self._no_run(run_id)
+            tasks = conn.execute(
+                "SELECT t.key, t.name, t.output_dir, t.params, t.commands, rt.position FROM run_tasks rt "
+                "JOIN tasks t ON t.key = rt.task_key WHERE rt.run_id = ? ORDER BY rt.position",
+                (int(run_id),),
+            ).fetchall()
+            latest = conn.execute(
+                f"SELECT {_LATEST_COLUMNS}, exit_code, signal, resource, log_path, log_tail, "
+                "number AS n_attempts FROM run_tasks rt JOIN attempts a "
+                "ON a.task_key = rt.task_key AND a.latest = 1 WHERE rt.run_id = ?",
+                (int(run_id),),
+            ).fetchall()
+        alive = _Liveness()
+        by_key: dict[str, dict[str, sqlite3.Row]] = {}
+        for row in latest:
+            by_key.setdefault(row["task_key"], {})[row["command"]] = row
+        run = self._run_dict(run_row, alive)
+        for name in ("started_at", "ended_at"):
+            run[name] = iso(run[name])
+        run.pop("params_text", None)
+        run["finished_at"] = run["ended_at"]
+        out_tasks = []
+        parsed: dict[str, list[str]] = {}  # most tasks share one command list
+        for task in tasks:
+            commands = []
+            if task["commands"] not in parsed:
+                parsed[task["commands"]] = json.loads(task["commands"])
+            for name in parsed[task["commands"]]:
+                a = by_key.get(task["key"], {}).get(name)
+                commands.append(
+                    {
+                        "name": name,
+                        "status": "pending" if a is None else alive.attempt_status(a),
+                        "exit_code": None if a is None else a["exit_code"],
+                        "signal": None if a is None else a["signal"],
+                        "attempts": 0 if a is None else a["n_attempts"],
+                        "resource": None if a is None else a["resource"],
+                        "started_at": None if a is None else iso(a["started_at"]),
+                        "ended_at": None if a is None else iso(a["ended_at"]),
+                        "log": None if a is None else a["log_path"],
+                        "failure_class": None if a is None else a["failure_class"],
+                        "log_tail": None if a is None else a["log_tail"],
+                    }
+                )
+            state = task_status(None if c["status"] == "pending" else c["status"] for c in commands)
+            if status is None or state == status:
+                out_tasks.append(
+                    {
+                        "name": task["name"],
+                        "output_dir": task["output_dir"],
+                        "status": state,
+                        "params": json.loads(task["params"]),
+                        "key": task["key"],
+                        "position": task["position"],
+                        "commands": commands,
+                    }
+                )
+        return {"run": run, "tasks": out_tasks}
+
+    def experiment_summary(self) -> dict[str, dict[str, Any]]:
+        """Ledger columns for the Examiner, keyed by os.path.realpath(task output dir).
+
+        Values: status (current task status), run_id (latest run that registered the
+        task), git_commit, git_dirty (that run's snapshot), started_at (epoch: earliest
+        start among the latest attempt of each command, or None), duration_s (sum of the
+        latest attempts' end - start, None if none ended), resource (of the latest
+        attempt), attempts (total), code_changed (an attempt ran other code than its run's
+        snapshot), failure_class (of the latest failed attempt among the latest attempt of
+        each command, else None). When several tasks share an output dir, the one
+        registered by the most recent run wins.
+        """
+        with self._tx(write=False) as conn:
+            tasks = conn.execute(
+                "SELECT t.key, t.output_real, t.commands, t.n_attempts, max(rt.run_id) AS run_id "
+                "FROM tasks t LEFT JOIN run_tasks rt ON rt.task_key = t.key GROUP BY t.key"
+            ).fetchall()
+            latest = conn.execute(
+                f"SELECT {_LATEST_COLUMNS}, resource FROM attempts a WHERE latest = 1"
+            ).fetchall()
+            changed = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT a.task_key FROM attempts a JOIN runs r ON r.id = a.run_id "
+                    "WHERE a.snapshot_id IS NOT r.snapshot_id"
+                )
+            }
+            runs = {r["id"]: r for r in conn.execute("SELECT id, git_commit, git_dirty FROM runs")}
+        alive = _Liveness()
+        by_key: dict[str, dict[str, sqlite3.Row]] = {}
+        for row in latest:
+            by_key.setdefault(row["task_key"], {})[row["command"]] = row
+        out: dict[str, dict[str, Any]] = {}
+        rank: dict[str, tuple[int, int]] = {}
+        for task in tasks:
+            attempts = by_key.get(task["key"], {})
+            commands = json.loads(task["commands"])
+            current = [attempts[c] for c in commands if c in attempts]
+            states = {c: alive.attempt_status(attempts[c]) for c in commands if c in attempts}
+            ended = [a["ended_at"] - a["started_at"] for a in current if a["ended_at"] is not None]
+            failed = [a for a in current if states[a["command"]] in FAILED_STATUSES]
+            run = runs.get(task["run_id"])
+            last = max(current, key=lambda a: a["id"], default=None)  # the task's latest attempt
+            order = (task["run_id"] or 0, 0 if last is None else last["id"])
+            if task["output_real"] in rank and rank[task["output_real"]] > order:
+                continue
+            rank[task["output_real"]] = order
+            out[task["output_real"]] = {
+                "status": task_status(states.get(c) for c in commands),
+                "run_id": task["run_id"],
+                "git_commit": None if run is None else run["git_commit"],
+                "git_dirty": None if run is None or run["git_dirty"] is None else bool(run["git_dirty"]),
+                "started_at": min((a["started_at"] for a in current), default=None),
+                "duration_s": sum(ended) if ended else None,
+                "resource": None if last is None else last["resource"],
+                "attempts": task["n_attempts"],
+                "code_changed": task["key"] in changed,
+                "failure_class": max(failed, key=lambda a: a["id"])["failure_class"] if failed else None,
+            }
+        return out
