@@ -103,43 +103,34 @@ def main() -> None:
         repo = tmp / "repo"
         t = time.perf_counter()
         generate(repo, n_files)
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"generated and committed {n_files} files in {time.perf_counter() - t:.1f} s ({repo})")
         make_dirty(repo)
         print("dirty state: 5 unstaged edits, 1 staged edit, 21 untracked files, ignored data/ and *.ckpt")
         git(repo, "status", "--porcelain")  # warm the page cache and refresh the index once
-        n = 0
-
-        def snap() -> None:
-            nonlocal n
-            n += 1
-            take_snapshot(repo, work_dir=tmp / "runs" / f"run{n}")
-
-        status = timed(lambda: git(repo, "status", "--porcelain"), repeat)
-        status_all = timed(lambda: git(repo, "status", "--porcelain", "--untracked-files=all"), repeat)
+        take_snapshot(repo, work_dir=tmp / "runs" / "first")  # pays the GitPython import ("cold" below)
+        cold_code = (
+            "import sys, time; t = time.perf_counter(); "
+            "from mlrunner.gitsnap import take_snapshot; "
+            "take_snapshot(sys.argv[1], work_dir=sys.argv[2]); print(time.perf_counter() - t)"
+        )
+        # Interleaved, so that the baseline and the snapshot see the same machine load.
+        status: list[float] = []
+        status_all: list[float] = []
+        snaps: list[float] = []
+        cold: list[float] = []
         phases: list[dict[str, float]] = []
-        snap()  # first call pays the GitPython import; reported below as "cold"
-        snaps = []
-        for _ in range(repeat):
+        for i in range(repeat):
+            status += timed(lambda: git(repo, "status", "--porcelain"), 1)
+            status_all += timed(lambda: git(repo, "status", "--porcelain", "--untracked-files=all"), 1)
             tm: dict[str, float] = {}
-            n += 1
             t = time.perf_counter()
-            snapshot, warnings = take_snapshot(repo, work_dir=tmp / "runs" / f"run{n}", timings=tm)
+            snapshot, warnings = take_snapshot(repo, work_dir=tmp / "runs" / f"run{i}", timings=tm)
             snaps.append(time.perf_counter() - t)
             phases.append(tm)
-        cold = []
-        for i in range(3):
-            code = (
-                "import sys, time; t = time.perf_counter(); "
-                "from mlrunner.gitsnap import take_snapshot; "
-                "take_snapshot(sys.argv[1], work_dir=sys.argv[2]); print(time.perf_counter() - t)"
-            )
-            out = subprocess.run(
-                [sys.executable, "-c", code, str(repo), str(tmp / "runs" / f"cold{i}")],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            cold.append(float(out))
+            if i < 3:
+                argv = [sys.executable, "-c", cold_code, str(repo), str(tmp / "runs" / f"cold{i}")]
+                cold.append(float(subprocess.run(argv, check=True, capture_output=True, text=True).stdout))
 
         base = statistics.median(status)
 

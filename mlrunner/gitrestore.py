@@ -102,15 +102,15 @@ def restore(
 def _repo_root(snap: Snapshot, repo: str | os.PathLike[str] | None, exp: Path) -> str:
     root = os.fspath(repo) if repo is not None else snap.repo_root
     if not root or not os.path.isdir(root):
+        where = "given" if repo is not None else f"recorded in {exp / 'git.json'}"
         raise RestoreError(
-            f"the repository recorded in {exp / 'git.json'} ({snap.repo_root}) does not exist",
+            f"the repository {where} ({root}) does not exist",
             hint="pass the repository's current location (or a clone holding the snapshot) as the repo",
         )
     try:
-        run_git(root, "rev-parse", "--git-dir")
+        return run_git(root, "rev-parse", "--show-toplevel").decode().strip()
     except (GitFailed, OSError) as exc:
-        raise RestoreError(f"{root} is not a git repository: {exc}") from exc
-    return root
+        raise RestoreError(f"{root} is not a git repository with a working tree: {exc}") from exc
 
 
 def _check_empty(target: Path) -> None:

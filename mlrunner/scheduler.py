@@ -29,6 +29,7 @@ from .events import Emit, Event, RunSummary, ignore
 
 TIME_FORMAT = "%Y%m%d.%H%M%S"
 LOG_TAIL_BYTES = 4096
+INTERRUPTED = ("interrupted", "lost", "cancelled", "preempted")
 
 # options a resumed run takes from the stored run, and those the resume command line may change
 _STORED = (
@@ -194,6 +195,7 @@ class Runner:
                 force=force,
                 snapshot=snapshot,
                 snapshot_id=snap_dict.get("snapshot_id") if snap_dict else None,
+                grace=req.grace,
             )
             options = RunOptions(
                 output=req.output,
@@ -213,6 +215,7 @@ class Runner:
                 if items:
                     backend.execute(items, recorder, options)
             summary.signal = recorder.signal_received
+            recorder.tally()
             summary.not_started = max(
                 0, n_commands - summary.skipped - summary.finished - summary.failed - summary.interrupted
             )
@@ -338,25 +341,7 @@ class Runner:
         return snap, snap.to_dict(), isolate_dir
 
     def _reap_orphans(self, ledger: Any) -> None:
-        for att in ledger.orphaned_attempts():
-            alive = procs.is_alive(att.get("host"), att.get("boot_id"), att.get("pid"), att.get("proc_start"))
-            if alive:
-                self.emit(
-                    Event(
-                        "warning",
-                        {
-                            "message": (
-                                f"stopping '{att.get('command')}' (pid {att.get('pid')}) of "
-                                f"{att.get('output_dir') or att.get('task_key')}: "
-                                "its runner died; it will run again"
-                            )
-                        },
-                    )
-                )
-                procs.terminate_tree(
-                    int(att["pid"]), att.get("pgid"), att.get("proc_start"), grace=self.req.grace
-                )
-            ledger.end_attempt(att["id"], status="lost")
+        reap_orphans(ledger, self.emit, self.req.grace)
 
     def _unfinished(
         self, ledger: Any, tasks: Sequence[Any], force: bool, run_id: int, summary: RunSummary
@@ -407,6 +392,27 @@ class Runner:
         return items
 
 
+def reap_orphans(ledger: Any, emit: Emit, grace: float, task_key: str | None = None) -> None:
+    """Settle attempts whose runner died: stop a command still alive, record them ``lost``."""
+    for att in ledger.orphaned_attempts(task_key) if task_key else ledger.orphaned_attempts():
+        alive = procs.is_alive(att.get("host"), att.get("boot_id"), att.get("pid"), att.get("proc_start"))
+        if alive:
+            emit(
+                Event(
+                    "warning",
+                    {
+                        "message": (
+                            f"stopping '{att.get('command')}' (pid {att.get('pid')}) of "
+                            f"{att.get('output_dir') or att.get('task_key')}: "
+                            "its runner died; it will run again"
+                        )
+                    },
+                )
+            )
+            procs.terminate_tree(int(att["pid"]), att.get("pgid"), att.get("proc_start"), grace=grace)
+        ledger.end_attempt(att["id"], status="lost")
+
+
 def _short(sha: str | None) -> str:
     return (sha or "none")[:12]
 
@@ -426,7 +432,9 @@ class RunRecorder:
         force: bool,
         snapshot: Any,
         snapshot_id: str | None,
+        grace: float = 10.0,
     ) -> None:
+        self.grace = grace
         self.ledger = ledger
         self.run_id = run_id
         self.emit = emit
@@ -443,12 +451,28 @@ class RunRecorder:
         self._stats: dict[str, dict[str, str]] = {}
         self._scripts: dict[str, dict[str, str]] = {}
         self._attempt_info: dict[int, dict[str, Any]] = {}
+        self._final: dict[tuple[str, str], tuple[str, str]] = {}  # (task, command) -> (status, dir)
+
+    def tally(self) -> None:
+        """Count each command once, by the status of its last attempt (retries included)."""
+        s = self.summary
+        for status, out in self._final.values():
+            if status == "finished":
+                s.finished += 1
+            elif status in INTERRUPTED:
+                s.interrupted += 1
+            else:
+                s.failed += 1
+                if out not in s.failed_dirs:
+                    s.failed_dirs.append(out)
 
     # claims ---------------------------------------------------------------
     def claim(self, item: WorkItem) -> bool:
         key = item.task.key
         if not self.ledger.claim_task(key, self.run_id):
             return False
+        # taken over from a runner that died meanwhile: its command may still be alive
+        reap_orphans(self.ledger, self.emit, self.grace, key)
         if not self.force:  # another runner may have finished some of it meanwhile
             states = self.ledger.command_states([key])
             left = tuple(c for c in item.commands if states.get((key, c.name)) != "finished")
@@ -571,14 +595,7 @@ class RunRecorder:
             stat[command.name] = status
             stat_copy = dict(stat)
             self._attempt_info.pop(attempt_id, None)
-            if status == "finished":
-                self.summary.finished += 1
-            elif status in ("interrupted", "lost", "cancelled", "preempted"):
-                self.summary.interrupted += 1
-            else:
-                self.summary.failed += 1
-                if task.output_dir not in self.summary.failed_dirs:
-                    self.summary.failed_dirs.append(task.output_dir)
+            self._final[(task.key, command.name)] = (status, task.output_dir)
         expfiles.write_stat(task.output_dir, stat_copy)
         data = self._event_data(item, command, None)
         data.update(

@@ -217,7 +217,7 @@ class _Reader:
                         merged.setdefault(k, (kn, vn))
                 continue
             raw = self.scalar(key_node, where) if isinstance(key_node, ScalarNode) else None
-            if isinstance(raw, bool) or raw is None or (not any_keys and not isinstance(raw, str)):
+            if raw is None or (not any_keys and (isinstance(raw, bool) or not isinstance(raw, str))):
                 shown = key_node.value if isinstance(key_node, ScalarNode) else "a non-scalar"
                 hint = None
                 if isinstance(key_node, ScalarNode):

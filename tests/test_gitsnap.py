@@ -270,8 +270,11 @@ def test_restore_errors_are_clear(dirty_repo: Path, tmp_path: Path) -> None:
     assert (busy / "keep.txt").read_text() == "mine"
     with pytest.raises(RestoreError, match="has no git.json"):
         restore(tmp_path / "nothing", tmp_path / "d1")
-    with pytest.raises(RestoreError, match="does not exist"):
+    with pytest.raises(RestoreError, match="repository given .*moved-away. does not exist"):
         restore(exp, tmp_path / "d2", repo=tmp_path / "moved-away")
+    assert view(restore(exp, tmp_path / "d4", repo=dirty_repo / "lib").dest) == captured_view(
+        dirty_repo, excluded={"huge.bin"}
+    )
     (exp / "git.json").write_text("{not json")
     with pytest.raises(RestoreError, match="not valid JSON"):
         restore(exp, tmp_path / "d3")

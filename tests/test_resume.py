@@ -109,8 +109,8 @@ def test_kill9_runner_alone_then_resume_stops_orphans_and_completes_once(project
     assert_all_dead(orphans)
     a, b = done(project, "a"), done(project, "b")
     assert set(a) == set(b) == {str(x) for x in range(1, 7)}
-    assert all(n == 1 for n in b.values())
-    assert sum(n - 1 for n in a.values()) <= 2  # only what was in flight at the crash may repeat
+    # only what was in flight at the crash (at most one command per slot) may repeat
+    assert sum(n - 1 for n in a.values()) + sum(n - 1 for n in b.values()) <= 2
     doc = ledger_show(project)
     assert all(c["status"] == "finished" for t in doc["tasks"] for c in t["commands"])
     assert "Tasks: 6" in res.stdout
@@ -131,7 +131,7 @@ def test_power_loss_runner_and_children_killed_then_resume(project: Project) -> 
     project.run("--resume", check=0)
     a, b = done(project, "a"), done(project, "b")
     assert set(a) == set(b) == {str(x) for x in range(1, 7)}
-    assert sum(n - 1 for n in a.values()) <= 2
+    assert sum(n - 1 for n in a.values()) + sum(n - 1 for n in b.values()) <= 2
     integrity_ok(project)
 
 

@@ -266,6 +266,29 @@ def test_detach_then_reattach_records_without_resubmitting(
         assert all(a["ended_at"] is not None for a in second.attempts)
 
 
+def test_reattach_never_records_an_outcome_twice(slurm_cluster: None, tmp_path: Path) -> None:
+    """A runner recorded a job's outcomes, then died before marking the submission done."""
+    flag = tmp_path / "fixed"
+    params = f"template:\n  train: echo train\n  eval: test -e {flag}\n---\nlr: [1]\n"
+    rec = RecordingRecorder()
+    execute(SlurmBackend(), make_items(tmp_path, params), rec, options(tmp_path))
+    assert [(a["command"], a["status"]) for a in rec.attempts] == [("train", "finished"), ("eval", "failed")]
+    jobs = tmp_path / "out dir" / ".mlrunner" / "slurm" / "jobs"
+    for done in (jobs / "done").glob("*.json"):  # as if the runner died before this move
+        done.rename(jobs / done.name)
+
+    flag.touch()
+    resumed = RecordingRecorder(history=rec.attempts)
+    backend = SlurmBackend()
+    (item,) = make_items(tmp_path, params)
+    item.commands = item.commands[1:]  # what the ledger says is left: eval
+    execute(backend, [item], resumed, options(tmp_path))
+    assert resumed.attempts[:2] == rec.attempts  # nothing recorded again
+    assert [(a["command"], a["status"]) for a in resumed.attempts[2:]] == [("eval", "finished")]
+    assert len(backend.submitted) == 1
+    assert Registry(jobs).active() == []
+
+
 def test_resume_after_a_fix_submits_exactly_the_failed_task(slurm_cluster: None, tmp_path: Path) -> None:
     flag = tmp_path / "fixed"
     params = f"template:\n  train: test {{lr}} != 2 || test -e {flag}\n---\nlr: [1, 2, 3]\n"

@@ -104,20 +104,12 @@ def test_values_keep_their_yaml_types() -> None:
 
 
 def test_folded_and_literal_templates_collapse_whitespace_around_newlines() -> None:
-    spec = spec_of(
-        """\
-        template:
-          folded: >
-            python train.py
-              --lr {lr}
-
-          literal: |
-            python a.py   
-                --x 1
-          plain: "  echo   a  "
-        ---
-        lr: [1]
-        """
+    spec = parse_spec(
+        "template:\n"
+        "  folded: >\n    python train.py\n      --lr {lr}\n\n"
+        "  literal: |\n    python a.py   \n        --x 1\n"
+        '  plain: "  echo   a  "\n'
+        "---\nlr: [1]\n"
     )
     assert spec.template_map == {
         "folded": "python train.py --lr {lr}",
@@ -195,7 +187,7 @@ def test_alias_and_default_alias() -> None:
 def test_merge_keys_and_anchors_work_and_explicit_keys_win() -> None:
     spec = spec_of(
         """\
-        template: {a: echo {p} {q}}
+        template: {a: 'echo {p} {q}'}
         ---
         p: &vals [1, 2]
         q: *vals
@@ -300,6 +292,7 @@ def test_bad_resource_option(values: list[str], message: str) -> None:
 
 # --------------------------------------------------------------------------- bad input
 T = "template:\n  train: python train.py {p}\n"
+# fmt: off
 BAD = [
     # (id, text, line, key, words in the message, words in the hint)
     ("syntax", "template:\n  a: [x\nb: 1\n", 3, None, "YAML syntax error", "brackets"),
@@ -317,8 +310,8 @@ BAD = [
     ("unknown-top-far", T + "zzz: 1\n---\np: [1]\n", 3, "zzz", "unknown key", "valid keys"),
     ("dup-top", T + "default: {p: 1}\ndefault: {p: 2}\n---\np: [1]\n", 4, "default", "duplicate", "remove"),
     ("dup-template", "template:\n  a: x\n  a: y\n---\np: [1]\n", 3, "template.a", "line 2", "remove one"),
-    ("dup-grid", T + "---\np: [1]\nq: 1\np: [2]\n", 5, "p", "duplicate key", "[a, b]"),
-    ("dup-default", T + "default:\n  p: 1\n  p: 2\n---\nq: [1]\n", 4, "default.p", "duplicate", "remove"),
+    ("dup-grid", T + "---\np: [1]\nq: 1\np: [2]\n", 6, "p", "duplicate key", "[a, b]"),
+    ("dup-default", T + "default:\n  p: 1\n  p: 2\n---\nq: [1]\n", 5, "default.p", "duplicate", "remove"),
     ("dup-flow", T + "--- {p: 1, p: 2}\n", 3, "p", "duplicate", "remove"),
     ("nested-mapping", T + "---\np: [{q: 1}]\n", 4, "p", "mapping", "alias"),
     ("nested-mapping-value", T + "---\np: {q: 1}\n", 4, "p", "mapping", "alias"),
@@ -345,25 +338,26 @@ BAD = [
     ("gpus-bool", T + "---\n_gpus: true\np: 1\n", 4, "_gpus", ">= 1", None),
     ("title-list", T + "---\n_title: [a]\np: 1\n", 4, "_title", "list", None),
     ("both-forms", "template:\n  t: x {p} [p]\n---\np: 1\n", 2, "template.t", "both", "[p] for --p"),
-    ("reserved-bracket", "template:\n  t: x [_output]\n---\np: 1\n", 2, "template.t", "reserved", "{_output}"),
+    ("reserved-bracket", "template:\n  t: x [_output]\n---\np: 1\n", 2, "template.t", "reserved",
+     "{_output}"),
     ("alias-in-template", "template:\n  t: x {arch}\nalias:\n  arch: {a: {e: 1}}\n---\np: 1\n", 2,
-     "template.t", "alias 'arch'", "params it sets: e"),  # fmt: skip
+     "template.t", "alias 'arch'", "params it sets: e"),
     ("alias-choice", "template:\n  t: x [e]\nalias:\n  arch:\n    pre: {e: 1}\n    post: {e: 2}\n"
-     "---\narch: [pre, mid]\n", 8, "arch", "'mid' is not a choice", "valid choices: pre, post"),  # fmt: skip
+     "---\narch: [pre, mid]\n", 8, "arch", "'mid' is not a choice", "valid choices: pre, post"),
     ("alias-choice-default", "template:\n  t: x [e]\ndefault: {arch: mid}\nalias:\n  arch:\n    pre: {e: 1}\n"
-     "---\np: 1\n", 3, "default.arch", "not a choice", "valid choices: pre"),  # fmt: skip
+     "---\np: 1\n", 3, "default.arch", "not a choice", "valid choices: pre"),
     ("alias-keys-differ", "template:\n  t: x [e]\nalias:\n  arch:\n    pre: {e: 1}\n    post: {d: 2}\n"
-     "---\narch: pre\n", 6, "alias.arch.post", "same params", "add the missing"),  # fmt: skip
+     "---\narch: pre\n", 6, "alias.arch.post", "same params", "add the missing"),
     ("alias-empty-choice", "template:\n  t: x\nalias:\n  arch:\n    pre: {}\n---\np: 1\n", 5,
-     "alias.arch.pre", "at least one param", None),  # fmt: skip
-    ("alias-no-choice", "template:\n  t: x\nalias:\n  arch:\n---\np: 1\n", 4, "alias.arch", "at least one choice",
-     "small:"),  # fmt: skip
+     "alias.arch.pre", "at least one param", None),
+    ("alias-no-choice", "template:\n  t: x\nalias:\n  arch:\n---\np: 1\n", 4, "alias.arch",
+     "at least one choice", "small:"),
     ("alias-nested", "template:\n  t: x\nalias:\n  a: {x: {b: 1}}\n  b: {y: {c: 1}}\n---\np: 1\n", 4,
-     "alias.a", "itself an alias", "nested"),  # fmt: skip
+     "alias.a", "itself an alias", "nested"),
     ("alias-and-target", "template:\n  t: x [e]\nalias:\n  arch: {pre: {e: 1}}\n---\narch: pre\ne: [2]\n",
-     7, "e", "both here and by alias 'arch'", "drop 'e'"),  # fmt: skip
+     7, "e", "both here and by alias 'arch'", "drop 'e'"),
     ("two-aliases-one-target", "template:\n  t: x [e]\nalias:\n  a: {x: {e: 1}}\n  b: {y: {e: 2}}\n"
-     "---\na: x\nb: y\n", 8, "b", "both set 'e'", "only one"),  # fmt: skip
+     "---\na: x\nb: y\n", 8, "b", "both set 'e'", "only one"),
     ("resource-scalar", T + "resource: 0\n---\np: 1\n", 3, "resource", "must be a list", "auto"),
     ("resource-string", T + "resource: gpus\n---\np: 1\n", 3, "resource", "must be a list", "auto"),
     ("resource-empty", T + "resource: []\n---\np: 1\n", 3, "resource", "no slot", "auto"),
@@ -371,19 +365,24 @@ BAD = [
     ("resource-shell", T + "resource: ['0; rm -rf x']\n---\np: 1\n", 3, "resource", "invalid", '"2,3"'),
     ("resource-nested", T + "resource: [[0, 1]]\n---\np: 1\n", 3, "resource", "list", None),
     ("resource-key", T + "resource: {gpus: auto, pergpu: 2}\n---\np: 1\n", 3, "resource.pergpu", "unknown",
-     "'per_gpu'"),  # fmt: skip
+     "'per_gpu'"),
     ("resource-per-gpu", T + "resource: {per_gpu: 0}\n---\np: 1\n", 3, "resource.per_gpu", ">= 1", None),
     ("resource-gpus", T + "resource: {gpus: [0, 0]}\n---\np: 1\n", 3, "resource.gpus", "twice", "per_gpu"),
     ("resource-gpus-neg", T + "resource: {gpus: [-1]}\n---\np: 1\n", 3, "resource.gpus", ">= 0", None),
     ("resource-memory", T + "resource: {min_free_memory: lots}\n---\np: 1\n", 3, "resource.min_free_memory",
-     "memory size", "10GiB"),  # fmt: skip
-    ("slurm-key", T + "slurm: {partiton: gpu}\n---\np: 1\n", 3, "slurm.partiton", "unknown slurm", "'partition'"),
-    ("slurm-type", T + "slurm: {cpus_per_task: many}\n---\np: 1\n", 3, "slurm.cpus_per_task", "integer", None),
+     "memory size", "10GiB"),
+    ("slurm-key", T + "slurm: {partiton: gpu}\n---\np: 1\n", 3, "slurm.partiton", "unknown slurm",
+     "'partition'"),
+    ("slurm-type", T + "slurm: {cpus_per_task: many}\n---\np: 1\n", 3, "slurm.cpus_per_task", "integer",
+     None),
     ("slurm-list", T + "slurm: [partition]\n---\np: 1\n", 3, "slurm", "mapping", None),
 ]
+# fmt: on
 
 
-@pytest.mark.parametrize(("text", "line", "key", "words", "hint"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(
+    ("text", "line", "key", "words", "hint"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
 def test_bad_input_names_file_line_key_and_hint(
     text: str, line: int | None, key: str | None, words: str, hint: str | None
 ) -> None:

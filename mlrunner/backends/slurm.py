@@ -299,7 +299,9 @@ class _Session:
             if st != t.state:
                 changed = True
                 t.state = st
-                if st.terminal and t.terminal_since is None:
+                if not st.terminal:
+                    t.terminal_since = None  # e.g. preempted, then requeued
+                elif t.terminal_since is None:
                     t.terminal_since = now
         return changed
 
@@ -336,8 +338,6 @@ class _Session:
                 status = command_status(None if r is None else "running", None, t.state, self.stopping)
                 self._end(t, i, status, None, None, self._log(t, i, r), r)
                 return self._stop_track(t, status)
-            if i not in t.open:
-                self._start(t, i, r)
             status, code, sig = str(r.get("status")), r.get("exit_code"), r.get("signal")
             if status == "finished":
                 self._end(t, i, "finished", code, sig, self._log(t, i, r), r)
@@ -348,6 +348,8 @@ class _Session:
                 return self._stop_track(t, "failed")
             # killed by a signal, or told to stop: the job's final Slurm state names the reason
             if not (t.state is not None and t.state.terminal):
+                if i not in t.open and self._recorded(t, i, r) is None:
+                    self._start(t, i, r)
                 t.waiting_for_state = True
                 return
             final = command_status(status, sig, t.state, self.stopping)
@@ -370,6 +372,13 @@ class _Session:
     def _previous(self, t: _Track, command: str, job_id: str | None) -> dict[str, Any] | None:
         match = [a for a in t.previous if a.get("command") == command and str(a.get("job_id")) == str(job_id)]
         return match[-1] if match else None
+
+    def _recorded(self, t: _Track, i: int, r: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """An earlier runner's ended attempt of this command in this job (reattached tracks)."""
+        if not t.reattached:
+            return None
+        prev = self._previous(t, t.commands[i].name, (r or {}).get("job_id") or t.job_id)
+        return prev if prev is not None and prev.get("ended_at") is not None else None
 
     def _start(self, t: _Track, i: int, r: Mapping[str, Any] | None) -> None:
         command = t.commands[i]
@@ -405,13 +414,11 @@ class _Session:
         r: Mapping[str, Any] | None = None,
     ) -> None:
         command = t.commands[i]
-        if t.reattached and i not in t.open:
-            prev = self._previous(t, command.name, (r or {}).get("job_id") or t.job_id)
-            if prev is not None and prev.get("ended_at") is not None and prev.get("status") == status:
-                # recorded before this runner came
+        if i not in t.open:
+            prev = self._recorded(t, i, r)
+            if prev is not None and prev.get("status") == status:  # recorded before this runner came
                 t.outcomes[command.name] = status
                 return
-        if i not in t.open:
             self._start(t, i, r)
         attempt, _ = t.open.pop(i)
         self.recorder.command_ended(
