@@ -231,20 +231,19 @@ def _commands(exp: Path, warnings: list[str]) -> dict[str, str]:
 def materialize(snapshot: Snapshot, dest: str | os.PathLike[str]) -> Path:
     """Check out the snapshot as a git worktree at ``dest`` (for ``run --isolate``).
 
-    Returns the directory to run commands in: ``dest / snapshot.subdir`` (the run's cwd
-    inside the checkout). Idempotent: when ``dest`` already is a worktree at this
-    snapshot, nothing is done. Raises SnapshotError when there is no snapshot to check
-    out or ``dest`` holds something else.
+    Returns the checkout's root (absolute ``dest``); commands run in
+    ``root / snapshot.subdir``, the run's cwd inside it. Idempotent: when ``dest``
+    already is a worktree at this snapshot, nothing is done. Raises SnapshotError when
+    there is no snapshot to check out or ``dest`` holds something else.
     """
     if snapshot.vcs is None or not snapshot.snapshot_id or not snapshot.repo_root:
         why = snapshot.error or "the run is not in a git repository (or git is missing)"
         raise SnapshotError(f"cannot isolate the run: {why}", hint="run without --isolate")
     target = Path(dest).absolute()
-    cwd = target / snapshot.subdir if snapshot.subdir else target
     if target.is_dir() and any(target.iterdir()):
         head = _worktree_head(target)
         if head == snapshot.snapshot_id:
-            return cwd
+            return target
         raise SnapshotError(
             f"{target} already holds {'commit ' + head if head else 'other files'}, "
             f"not snapshot {snapshot.snapshot_id}",
@@ -255,7 +254,7 @@ def materialize(snapshot: Snapshot, dest: str | os.PathLike[str]) -> Path:
         run_git(snapshot.repo_root, "worktree", "add", "--detach", str(target), snapshot.snapshot_id)
     except (GitFailed, OSError) as exc:
         raise SnapshotError(f"cannot check out snapshot {snapshot.snapshot_id} into {target}: {exc}") from exc
-    return cwd
+    return target
 
 
 def _worktree_head(target: Path) -> str | None:

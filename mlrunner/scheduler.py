@@ -125,6 +125,8 @@ class Runner:
         n_commands = sum(len(t.commands) for t in tasks)
         summary = RunSummary(run_id=None, n_tasks=len(tasks), n_commands=n_commands)
         self.emit(Event("orphans", {"params": list(plan.orphans)}))
+        for warning in plan.warnings:
+            self.emit(Event("warning", {"message": warning}))
         backend = self._backend(spec, tasks)  # validates resources before anything is written
 
         if req.dry_run:

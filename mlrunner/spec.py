@@ -152,7 +152,9 @@ class _Reader:
         self.path = path
         self._constructor = SafeConstructor()
 
-    def error(self, message: str, node: Node | None = None, key: str | None = None, hint: str | None = None):
+    def error(
+        self, message: str, node: Node | None = None, key: str | None = None, hint: str | None = None
+    ) -> SpecError:
         line = node.start_mark.line + 1 if node is not None else None
         return SpecError(message, file=self.path, line=line, key=key, hint=hint)
 
@@ -203,17 +205,23 @@ class _Reader:
             raise self.error(f"{what} contains a NUL character", node, key, hint="remove the \\0")
         return v  # type: ignore[return-value]
 
-    def items(self, node: Node, where: str, *, any_keys: bool = False) -> list[tuple[str, Node, Node]]:
+    def items(
+        self, node: Node, where: str, *, any_keys: bool = False, _merging: tuple[Node, ...] = ()
+    ) -> list[tuple[str, Node, Node]]:
         """(key, key node, value node) of a mapping, merge keys applied, duplicates rejected."""
         if not isinstance(node, MappingNode):
-            raise self.error(f"'{where}' must be a mapping (key: value lines)", node, where)
+            raise self.error(f"'{where}' must be a mapping (key: value lines)", node, where or None)
+        if any(node is n for n in _merging):
+            raise self.error(
+                "a mapping merges itself (<<: *anchor inside its own anchor)", node, where or None
+            )
         merged: dict[str, tuple[Node, Node]] = {}
         explicit: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 for source in sources:
-                    for k, kn, vn in self.items(source, where, any_keys=any_keys):
+                    for k, kn, vn in self.items(source, where, any_keys=any_keys, _merging=(*_merging, node)):
                         merged.setdefault(k, (kn, vn))
                 continue
             raw = self.scalar(key_node, where) if isinstance(key_node, ScalarNode) else None

@@ -30,6 +30,7 @@ from .errors import SpecError, UsageError, did_you_mean
 from .spec import PLACEHOLDER_RE, RESERVED_PARAMS, Grid, Spec, Value, choice_key, template_fields
 
 MAX_NAME_BYTES = 255
+MAX_LOG_NAME_BYTES = 240
 EMPTY_NAME = "default"  # a grid that sets no param (0.5.9 used the output root itself)
 _NAME_MAXLEN = 100  # 0.5.9's str_maxlen: a string value keeps its last 100 characters
 _UNSAFE_RE = re.compile("[/\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -97,9 +98,9 @@ def _digest(text: str, n: int) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
 
 
-def _with_suffix(base: str, suffix: str) -> str:
-    """``base-suffix``, ``base`` cut (at a character boundary) so the whole fits 255 bytes."""
-    room = MAX_NAME_BYTES - len(suffix.encode()) - 1
+def _with_suffix(base: str, suffix: str, limit: int = MAX_NAME_BYTES) -> str:
+    """``base-suffix``, ``base`` cut (at a character boundary) so the whole fits ``limit`` bytes."""
+    room = limit - len(suffix.encode()) - 1
     prefix = base.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
     return f"{prefix}-{suffix}"
 
@@ -127,8 +128,15 @@ def experiment_name(grid_params: Mapping[str, Value]) -> str:
 
 
 def log_name(command: str, time: str, name: str | None = None) -> str:
-    """``log.<cmd>.<time>``; with --no-subdir the experiment name is appended."""
-    return f"log.{command}.{time}" if name is None else f"log.{command}.{time}.{name}"
+    """``log.<cmd>.<time>``; with --no-subdir ``.<experiment name>`` is appended, and a log name
+    over 240 bytes (room for a retry's ``.2``) is cut with a stable hash suffix."""
+    base = f"log.{command}.{time}"
+    if name is None:
+        return base
+    full = f"{base}.{name}"
+    if len(full.encode("utf-8", "surrogatepass")) <= MAX_LOG_NAME_BYTES:
+        return full
+    return _with_suffix(full, _digest(name, 16), MAX_LOG_NAME_BYTES)
 
 
 # --------------------------------------------------------------------------- shell
@@ -203,11 +211,6 @@ _json_str = json.encoder.encode_basestring  # a str as a JSON string literal (no
 
 def _canonical(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def canonical_params(params: Mapping[str, Value]) -> str:
-    """Canonical JSON of resolved params: what tells two tasks apart (1, 1.0, True, "1" all differ)."""
-    return _canonical(dict(params))
 
 
 class _GridPlan:

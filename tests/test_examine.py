@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
 from mlrunner.errors import ExamineError, UsageError
@@ -24,6 +26,7 @@ from mlrunner.examine import (
     ExamineWarning,
     Experiment,
     cli_table,
+    fastyaml,
     latest_log,
     parse_regex_options,
     records,
@@ -271,7 +274,8 @@ def test_golden_table_matches_hard_coded_and_0_5_9(tmp_path: Path) -> None:
         assert_frame_equal(by_name(old_full, old_names, names), full)
 
 
-def test_workers_match_serial_on_golden_dirs(tmp_path: Path) -> None:
+def test_workers_match_serial_on_golden_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mlrunner.examine.examiner.MIN_PARALLEL", 1)  # fork even for 7 dirs
     output = golden_output(tmp_path)
     scope: dict = {"latest_log": latest_log}
     exec(GOLDEN_PARSER, scope)
@@ -800,3 +804,63 @@ def test_latest_log(tmp_path: Path) -> None:
     assert latest_log("test", tmp_path / "missing") is None
     with pytest.raises(TypeError):
         latest_log("test", exp, index="0")  # type: ignore[arg-type]
+
+
+# -- the fast param reader is exact or declines ---------------------------------------------
+
+
+def same(a: object, b: object) -> bool:
+    """Equal with the same types all the way down (True is not 1), NaN equal to NaN."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)  # type: ignore[index]
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
+    if isinstance(a, float) and a != a:
+        return b != b
+    return a == b
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["yes", "No", "on", "~", "null", "1:30", "0x1F", "0o17", "1_000", "2022-01-01", ".inf",
+                     "-.NaN", "1e3", "+1", "'", "''", "a: b", "a #b", "#x", "- x", "-x", "x:", "é", "=", "<<",
+                     "@x", "`x", "%x", "!x", "&x", "*x", "|", ">", "?x", "? x", " x", "x ", "a\tb", "a\nb"]),
+)  # fmt: skip
+keys = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,12}", fullmatch=True), st.text(max_size=8))
+params = st.dictionaries(
+    keys,
+    st.one_of(scalars, st.dictionaries(keys, scalars, max_size=3), st.lists(scalars, max_size=3)),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(params, st.booleans())
+def test_fast_param_reader_is_exact_or_declines(data: dict, ours_dumper: bool) -> None:
+    if ours_dumper:  # mlrunner 1.x's param writer
+        text = yaml.dump(data, Dumper=yaml.CSafeDumper, width=1_000_000, allow_unicode=True, sort_keys=False)
+    else:  # 0.5.9's
+        text = yaml.dump(data, width=1000000)
+    fast = fastyaml.load(text)
+    if fast is not None:
+        assert same(fast, yaml.load(text, Loader=yaml.CSafeLoader)), text
+
+
+def test_fast_param_reader_on_hand_written_yaml() -> None:
+    cases = [
+        "a: yes\nb: 0x1F\nc: 1:30\nd: 2022-01-01\ne: .inf\nf: ~\ng: 'it''s'\nh:\ni: -1\nj: 1_000\n",
+        "_scripts:\n  train: python t.py > out/log.train.1 2>&1\n  test:\nlr: 0.1\n",
+        "name: a b  c\nurl: http://x/y?z=1\nneg: -x\n",
+    ]
+    for text in cases:
+        assert same(fastyaml.load(text), yaml.safe_load(text)), text
+    declined = ["a: x #c\n", "a: [1, 2]\n", "a:\n- 1\n", 'a: "x"\n', "y: 1\n", "a: &x 1\n", "---\na: 1\n",
+                "a:\n    b: 1\n", "a: 'x\n  y'\n", "", "a: b\n\tc: d\n", "1: x\n"]  # fmt: skip
+    for text in declined:
+        assert fastyaml.load(text) is None, text

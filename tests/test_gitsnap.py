@@ -534,12 +534,12 @@ def test_same_code_and_dict_round_trip(dirty_repo: Path, tmp_path: Path) -> None
 def test_materialize_isolates_the_run_from_later_edits(dirty_repo: Path, tmp_path: Path) -> None:
     snap, _ = take_snapshot(dirty_repo / "lib", work_dir=tmp_path / "run")
     iso = tmp_path / "output" / ".mlrunner" / "worktrees" / (snap.snapshot_id or "")[:12]
-    cwd = materialize(snap, iso)
-    assert cwd == iso / "lib"
+    assert materialize(snap, iso) == iso and snap.subdir == "lib"
+    cwd = iso / snap.subdir
     assert view(iso) == captured_view(dirty_repo, excluded={"huge.bin"})
     (dirty_repo / "train.py").write_text("print('edited mid-sweep')\n")
     (dirty_repo / "lib" / "model.py").unlink()
-    assert materialize(snap, iso) == cwd  # idempotent: a resumed run reuses it
+    assert materialize(snap, iso) == iso  # idempotent: a resumed run reuses it
     assert (iso / "train.py").read_text() == "print('train v1, unstaged edit')\n"
     assert (cwd / "model.py").read_text() == "LAYERS = 2  # staged\n"
     other, _ = take_snapshot(dirty_repo, work_dir=tmp_path / "run2")

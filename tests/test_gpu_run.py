@@ -12,14 +12,18 @@ from conftest import FAKE_BIN, Project
 from fake_gpus import FOUR_GPUS, write_table
 
 # every command records when it ran and on which GPUs
-RECORD = 'echo "$CUDA_VISIBLE_DEVICES $(date +%s.%N) start" >> spans; sleep 0.4; ' \
+RECORD = (
+    'echo "$CUDA_VISIBLE_DEVICES $(date +%s.%N) start" >> spans; sleep 0.4; '
     'echo "$CUDA_VISIBLE_DEVICES $(date +%s.%N) end" >> spans'
+)
 
 
 def fake_gpus(project: Project, tmp_path: Path, gpus: list[dict] = FOUR_GPUS) -> None:
     table = tmp_path / "gpus.json"
     write_table(table, gpus)
-    project.env["PATH"] = os.pathsep.join([str(FAKE_BIN), str(Path(sys.executable).parent), project.env["PATH"]])
+    project.env["PATH"] = os.pathsep.join(
+        [str(FAKE_BIN), str(Path(sys.executable).parent), project.env["PATH"]]
+    )
     project.env["FAKE_NVIDIA_SMI_GPUS"] = str(table)
 
 
@@ -89,7 +93,7 @@ def test_two_runners_in_different_dirs_never_share_a_gpu(project: Project, tmp_p
     fake_gpus(project, tmp_path)
     text = f"""
         template:
-          a: {RECORD.replace('>> spans', '>> ../spans')}
+          a: {RECORD.replace(">> spans", ">> ../spans")}
         resource:
           gpus: [0, 1]
           per_gpu: 1

@@ -155,3 +155,54 @@ def test_kill_9_of_the_runner_then_resume_reattaches(slurm_cluster: None, projec
     for name in ("a", "b", "c"):  # each training ran to its end exactly once
         logs = (project.path / "output" / f"Lr_{name}").glob("log.train.*")
         assert sum(p.read_text().count(f"trained {name}") for p in logs) == 1
+
+
+def test_ctrl_c_cancels_the_jobs(slurm_cluster: None, project: Project) -> None:
+    project.write(
+        """
+        template:
+          train: sleep 60
+        ---
+        lr: [1, 2]
+        """
+    )
+    proc = project.popen("--backend", "slurm")
+    try:
+        entries = wait_for_running(project, proc, 2)
+        proc.send_signal(signal.SIGINT)  # not a terminal: no question, the jobs are cancelled
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert squeue_ids([e["job_id"] for e in entries]) == []
+    cmds = commands(show(project))
+    assert {c["status"] for c in cmds.values()} == {"interrupted"}
+
+
+def test_detach_leaves_the_jobs_running_and_resume_picks_them_up(
+    slurm_cluster: None, project: Project
+) -> None:
+    project.write(
+        """
+        template:
+          train: 'while [ ! -e gate ]; do sleep 0.1; done'
+        ---
+        lr: [1, 2]
+        """
+    )
+    proc = project.popen("--backend", "slurm", "--detach")
+    try:
+        entries = wait_for_running(project, proc, 2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    jobs = [e["job_id"] for e in entries]
+    assert len(squeue_ids(jobs)) == 2  # still running after the runner left
+    (project.path / "gate").touch()
+    project.run("--resume", check=0)
+    assert len(registry(project.path / "output")) == 2  # picked up, not submitted again
+    assert {c["status"] for c in commands(show(project)).values()} == {"finished"}

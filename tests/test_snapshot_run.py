@@ -38,7 +38,9 @@ def make_repo(project: Project) -> None:
     (project.path / "weights.ckpt").write_text("ignored\n")
 
 
-def test_every_experiment_records_the_dirty_code_and_restore_rebuilds_it(project: Project, tmp_path: Path) -> None:
+def test_every_experiment_records_the_dirty_code_and_restore_rebuilds_it(
+    project: Project, tmp_path: Path
+) -> None:
     make_repo(project)
     head = git(project.path, "rev-parse", "HEAD", env=project.env).strip()
     index_before = (project.path / ".git" / "index").read_bytes()

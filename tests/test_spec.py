@@ -327,6 +327,7 @@ BAD = [
     ("binary-tag", T + "---\np: !!binary aGk=\n", 4, "p", "unsupported YAML tag", "plain"),
     ("python-tag", T + "---\np: !!python/name:os.system x\n", 4, "p", "unsupported YAML tag", "plain"),
     ("grid-list", T + "---\n- 1\n", 4, None, "grid document must be a mapping", "lr:"),
+    ("self-merge", T + "--- &x\np: [1]\n<<: *x\n", 3, None, "merges itself", None),
     ("no-grid", T + "default: {p: 1}\n", 1, None, "no grid document", "--- {}"),
     ("no-grid-empty-docs", T + "---\n---\n", 1, None, "no grid document", "lr:"),
     ("unknown-setting", T + "---\n_titel: a\np: 1\n", 4, "_titel", "reserved", "'_title'"),

@@ -28,12 +28,12 @@ from typing import Any
 import pandas as pd
 
 from mlrunner.examine import ledger_join, table
-from mlrunner.examine.cache import CacheStore, DirScan, scan_dir
+from mlrunner.examine.cache import CacheStore
 from mlrunner.examine.dirs import Experiment, compile_regex, list_dirs
 from mlrunner.examine.identity import parser_token
 from mlrunner.examine.parsers import RegexParser
-from mlrunner.examine.pipeline import Outcome, Pipeline, Step, apply_delta, user_label
-from mlrunner.examine.pool import MIN_PARALLEL, Job, can_fork, run_parallel
+from mlrunner.examine.pipeline import Pipeline, Step, apply_delta, user_label
+from mlrunner.examine.pool import MIN_PARALLEL, can_fork, examine_parallel, examine_serial
 
 log = logging.getLogger("mlrunner.examine")
 
@@ -109,52 +109,36 @@ class Examiner:
         store.keep_only(set(all_names))
         now = time.time_ns()
 
-        todo: list[tuple[Job, DirScan, bool]] = []
-        for name in selected:
-            path = os.path.join(output, name)
-            scan = scan_dir(path, now)
-            if scan is None:
-                continue  # removed meanwhile
-            cached = store.get(name, scan)
-            hit = pipeline.fully_cached and pipeline.prefix_token in cached
-            todo.append((Job(name, path, scan.names, cached), scan, hit))
-        misses = [job for job, _, hit in todo if not hit]
-        log.debug("exam %s: %d dirs, %d to parse", output, len(todo), len(misses))
-        parallel: dict[str, Outcome] = {}
-        if workers > 0 and len(misses) >= MIN_PARALLEL and can_fork():
-            outcomes = run_parallel(pipeline, misses, self.caches, workers)
-            parallel = {job.name: outcome for job, outcome in zip(misses, outcomes, strict=True)}
-
-        problems = 0
-        for job, scan, hit in todo:  # in dir order, as 0.5.9's serial loop
+        items = [(name, os.path.join(output, name)) for name in selected]
+        if workers > 0 and len(items) >= MIN_PARALLEL and can_fork():
+            found = examine_parallel(pipeline, store, items, now, self.caches, workers)
+        else:
+            found = examine_serial(pipeline, store, items, now, self.caches)
+        problems = examined = 0
+        for name, path, scan, outcome in found:  # in dir order, as 0.5.9's serial loop
+            examined += 1
             if verbose:
-                log.info("%s", job.name)
-            if job.name in parallel:
-                outcome = parallel[job.name]
-            else:  # a cache hit runs no parser; a miss runs them on the live caches
-                outcome = pipeline.run_one(
-                    job.name, job.path, job.names, job.cached, {} if hit else self.caches
-                )
-            store.put(job.name, scan, outcome.payloads)
-            self._problems.pop(job.name, None)
+                log.info("%s", name)
+            store.put(name, scan, outcome.payloads)
+            self._problems.pop(name, None)
             if outcome.problems:
                 problems += 1
-                self._problems[job.name] = outcome.problems
+                self._problems[name] = outcome.problems
             if outcome.state is None:
                 if not outcome.problems:
-                    log.info("no 'param' in %s: not an experiment, skipped", job.path)
+                    log.info("no 'param' in %s: not an experiment, skipped", path)
                 continue
             param, metric, cache, delta = outcome.state
             apply_delta(self.caches, delta)
-            self.experiments.pop(job.name, None)  # re-examined: its row moves to this exam's order
-            self.experiments[job.name] = Experiment(cache=cache, metric=metric, param=param)
-            self._dirs[job.name] = (output, job.path)
+            self.experiments.pop(name, None)  # re-examined: its row moves to this exam's order
+            self.experiments[name] = Experiment(cache=cache, metric=metric, param=param)
+            self._dirs[name] = (output, path)
         store.save()
         if problems:
             first = next(line for line in self.errors)
             warnings.warn(
                 ExamineWarning(
-                    f"{problems} of {len(todo)} experiment dirs in '{output}' could not be fully parsed "
+                    f"{problems} of {examined} experiment dirs in '{output}' could not be fully parsed "
                     f"(the table has the rest); first: {first}; all in Examiner.errors"
                 ),
                 stacklevel=2,

@@ -1,48 +1,72 @@
-"""Examining dirs in forked worker processes, with exactly the serial result.
+"""Examining the dirs of one ``exam()``, serially or in forked worker processes.
 
-Workers are forked, so they inherit the parsers (closures and lambdas from a notebook
-included: nothing is pickled on the way in) and a copy of the global ``caches``. Only
-chunk bounds go in; each dir's :class:`Outcome` comes back pickled, and the parent merges
-the outcomes in dir order, as the serial loop does. An outcome that cannot be pickled is
-recomputed in the parent.
+Both paths yield, in dir order, what each dir gave: its listing (the cache fingerprint)
+and its :class:`Outcome`. With workers, everything per dir (listing, cache lookup, parsers)
+runs in forked processes, which inherit the parsers (closures and lambdas from a notebook
+included: nothing is pickled on the way in), the cache entries and a copy of the global
+``caches``. Only chunk bounds go in; a cache hit comes back as its cached payload, a parsed
+dir as its pickled outcome, and the parent merges them in dir order, as the serial loop
+does. An outcome that cannot be pickled is recomputed in the parent.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import pickle
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 
 from mlrunner.errors import ExamineError
+from mlrunner.examine.cache import CacheStore, DirScan, scan_dir
 from mlrunner.examine.pipeline import Outcome, Pipeline
 
-MIN_PARALLEL = 32  # fewer dirs to parse than this: forking costs more than it saves
+MIN_PARALLEL = 32  # fewer dirs than this: forking costs more than it saves
 
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    path: str
-    names: tuple[str, ...]
-    cached: dict[str, bytes]
-
+Item = tuple[str, str]  # dir name, dir path
+Found = tuple[str, str, DirScan, Outcome]
 
 # Set in the parent just before the workers fork; read by them.
-_JOBS: tuple[Pipeline, list[Job], dict] | None = None
+_JOBS: tuple[Pipeline, CacheStore, list[Item], int, dict] | None = None
 
 
-def _run_chunk(bounds: tuple[int, int]) -> list[bytes | None]:
+def _lookup(pipeline: Pipeline, store: CacheStore, item: Item, now: int) -> tuple[DirScan, dict, bool] | None:
+    scan = scan_dir(item[1], now)
+    if scan is None:
+        return None  # removed meanwhile
+    cached = store.get(item[0], scan)
+    return scan, cached, pipeline.fully_cached and pipeline.prefix_token in cached
+
+
+def examine_serial(
+    pipeline: Pipeline, store: CacheStore, items: list[Item], now: int, caches: dict
+) -> Iterator[Found]:
+    """Each dir in order; a miss runs the parsers on the live ``caches``."""
+    for name, path in items:
+        found = _lookup(pipeline, store, (name, path), now)
+        if found is not None:
+            scan, cached, hit = found
+            yield name, path, scan, pipeline.run_one(name, path, scan.names, cached, {} if hit else caches)
+
+
+def _run_chunk(bounds: tuple[int, int]) -> list[tuple[DirScan, bytes | None, bytes | None] | None]:
     assert _JOBS is not None, "examine worker started without jobs (not forked?)"
-    pipeline, jobs, caches = _JOBS
-    results: list[bytes | None] = []
-    for job in jobs[bounds[0] : bounds[1]]:
-        outcome = pipeline.run_one(job.name, job.path, job.names, job.cached, caches)
-        try:
-            results.append(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
-        except Exception:
+    pipeline, store, items, now, caches = _JOBS
+    results: list[tuple[DirScan, bytes | None, bytes | None] | None] = []
+    for name, path in items[bounds[0] : bounds[1]]:
+        found = _lookup(pipeline, store, (name, path), now)
+        if found is None:
             results.append(None)
+            continue
+        scan, cached, hit = found
+        if hit:
+            results.append((scan, cached[pipeline.prefix_token], None))
+            continue
+        outcome = pipeline.run_one(name, path, scan.names, cached, caches)
+        try:
+            results.append((scan, None, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)))
+        except Exception:
+            results.append((scan, None, None))
     return results
 
 
@@ -50,17 +74,19 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def run_parallel(pipeline: Pipeline, jobs: list[Job], caches: dict, workers: int) -> list[Outcome]:
-    """Outcomes of ``jobs`` in order; ``caches`` is not touched (workers get a copy)."""
+def examine_parallel(
+    pipeline: Pipeline, store: CacheStore, items: list[Item], now: int, caches: dict, workers: int
+) -> Iterator[Found]:
+    """Each dir in order, parsed in ``workers`` forked processes; ``caches`` is not touched."""
     global _JOBS
-    workers = max(1, min(workers, len(jobs)))
-    size = max(1, -(-len(jobs) // (workers * 4)))
-    chunks = [(i, min(i + size, len(jobs))) for i in range(0, len(jobs), size)]
-    _JOBS = (pipeline, jobs, caches)
+    workers = max(1, min(workers, len(items)))
+    size = max(1, -(-len(items) // (workers * 4)))
+    chunks = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
+    _JOBS = (pipeline, store, items, now, caches)
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
-            blobs = [blob for chunk in executor.map(_run_chunk, chunks) for blob in chunk]
+            results = [result for chunk in executor.map(_run_chunk, chunks) for result in chunk]
     except BrokenProcessPool:
         raise ExamineError(
             "a parser killed its worker process (it exited or crashed the interpreter)",
@@ -68,11 +94,15 @@ def run_parallel(pipeline: Pipeline, jobs: list[Job], caches: dict, workers: int
         ) from None
     finally:
         _JOBS = None
-    outcomes: list[Outcome] = []
     scratch = dict(caches)
-    for job, blob in zip(jobs, blobs, strict=True):
-        if blob is None:
-            outcomes.append(pipeline.run_one(job.name, job.path, job.names, job.cached, scratch))
-        else:
-            outcomes.append(pickle.loads(blob))
-    return outcomes
+    for (name, path), result in zip(items, results, strict=True):
+        if result is None:
+            continue
+        scan, hit_blob, outcome_blob = result
+        if hit_blob is not None:  # decoding a cache hit runs no parser
+            outcome = pipeline.run_one(name, path, scan.names, {pipeline.prefix_token: hit_blob}, {})
+        elif outcome_blob is not None:
+            outcome = pickle.loads(outcome_blob)
+        else:  # the outcome could not be pickled: parse it here
+            outcome = pipeline.run_one(name, path, scan.names, store.get(name, scan), scratch)
+        yield name, path, scan, outcome

@@ -38,11 +38,14 @@ def _freeze(value: Any) -> Any:
 
 
 def _param_pairs(experiments: Iterable[Experiment]) -> set[tuple[Any, Any]]:
-    items = [(k, v) for e in experiments for k, v in e.param.items() if not str(k).startswith("_")]
     try:
-        return set(items)
+        return {(k, v) for e in experiments for k, v in e.param.items() if not _reserved(k)}
     except TypeError:  # list or dict params (0.5.9 crashed here)
-        return {(k, _freeze(v)) for k, v in items}
+        return {(k, _freeze(v)) for e in experiments for k, v in e.param.items() if not _reserved(k)}
+
+
+def _reserved(key: Any) -> bool:
+    return isinstance(key, str) and key[:1] == "_"
 
 
 def headers(
