@@ -147,7 +147,7 @@ def run_command(
             cwd=os.getcwd(),
         )
         if backend == "slurm" and not detach and sys.stdin.isatty():
-            req.slurm.setdefault("_ask_on_interrupt", True)
+            req.detach = _ask_detach
         renderer = _renderer(output, dry_run)
         try:
             summary = Runner(req, renderer).run()
@@ -159,6 +159,11 @@ def run_command(
         _fail(exc)
         return
     raise typer.Exit(summary.exit_code)
+
+
+def _ask_detach() -> bool:
+    """On Ctrl-C under Slurm, at a terminal: True leaves the submitted jobs running."""
+    return not typer.confirm("\nCancel the submitted Slurm jobs?", default=True, err=True)
 
 
 def _renderer(output: str, dry_run: bool) -> Any:

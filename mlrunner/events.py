@@ -49,4 +49,4 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.signal is not None:
             return 128 + self.signal
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.interrupted else 0

@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ class RunRequest:
     grace: float = 10.0
     isolate: bool = False
     backend: str = "local"
-    detach: bool = False
+    detach: bool | Callable[[], bool] = False  # a callable is asked on Ctrl-C (Slurm)
     slurm: dict[str, Any] = field(default_factory=dict)  # CLI overrides of the slurm: section
     resume: bool = False
     run_id: int | None = None
@@ -79,6 +79,8 @@ class RunRequest:
     def options(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in _STORED}
         out.update({k: getattr(self, k) for k in _RESUME_MAY_CHANGE})
+        if callable(out["detach"]):  # an interactive question is not an option to store
+            out["detach"] = False
         return out
 
 
@@ -259,8 +261,9 @@ class Runner:
 
     def _backend(self, spec: Any, tasks: Sequence[Any]) -> Backend:
         if self.req.backend == "slurm":
-            from .backends.slurm import SlurmBackend
+            from .backends.slurm import SlurmBackend, validate_slurm_options
 
+            validate_slurm_options(dict(spec.slurm_map or {}, **self.req.slurm))
             return SlurmBackend()
         if self.req.backend != "local":
             raise UsageError(
@@ -397,6 +400,8 @@ class Runner:
 def reap_orphans(ledger: Any, emit: Emit, grace: float, task_key: str | None = None) -> None:
     """Settle attempts whose runner died: stop a command still alive, record them ``lost``."""
     for att in ledger.orphaned_attempts(task_key) if task_key else ledger.orphaned_attempts():
+        if att.get("job_id"):  # a Slurm job: the Slurm backend reattaches to it
+            continue
         alive = procs.is_alive(att.get("host"), att.get("boot_id"), att.get("pid"), att.get("proc_start"))
         if alive:
             emit(
@@ -495,6 +500,10 @@ class RunRecorder:
 
             write_snapshot(self.snapshot, out)
         return True
+
+    def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
+        """The task's attempts that ran as (Slurm) jobs, from any run, oldest first."""
+        return [dict(a, attempt_id=a["id"]) for a in self.ledger.attempts_for(item.task.key) if a.get("job_id")]
 
     def release(self, item: WorkItem) -> None:
         self.ledger.release_task(item.task.key)

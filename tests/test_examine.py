@@ -856,11 +856,11 @@ def test_fast_param_reader_on_hand_written_yaml() -> None:
     cases = [
         "a: yes\nb: 0x1F\nc: 1:30\nd: 2022-01-01\ne: .inf\nf: ~\ng: 'it''s'\nh:\ni: -1\nj: 1_000\n",
         "_scripts:\n  train: python t.py > out/log.train.1 2>&1\n  test:\nlr: 0.1\n",
-        "name: a b  c\nurl: http://x/y?z=1\nneg: -x\n",
+        "name: a b  c\nurl: http://x/y?z=1\nneg: -x\ny: 1\n",
     ]
     for text in cases:
         assert same(fastyaml.load(text), yaml.safe_load(text)), text
-    declined = ["a: x #c\n", "a: [1, 2]\n", "a:\n- 1\n", 'a: "x"\n', "y: 1\n", "a: &x 1\n", "---\na: 1\n",
+    declined = ["a: x #c\n", "a: [1, 2]\n", "a:\n- 1\n", 'a: "x"\n', "yes: 1\n", "a: &x 1\n", "---\na: 1\n",
                 "a:\n    b: 1\n", "a: 'x\n  y'\n", "", "a: b\n\tc: d\n", "1: x\n"]  # fmt: skip
     for text in declined:
         assert fastyaml.load(text) is None, text
