@@ -62,7 +62,9 @@ def generate(output: Path, n: int) -> None:
             yaml.dump(full, stream=f, width=1000000)
         (exp / "stat").write_text("train: finished\n")
         acc = rng.random()
-        lines = [f"epoch {e} | step {e * 100} | loss {1 / (e + 1):.4f} | lr {params['lr']}" for e in range(48)]
+        lines = [
+            f"epoch {e} | step {e * 100} | loss {1 / (e + 1):.4f} | lr {params['lr']}" for e in range(48)
+        ]
         lines.append(f"valid acc {acc:.4f}")
         lines.append("done")
         log = exp / f"log.train.{RUN_TIME}"
@@ -71,7 +73,7 @@ def generate(output: Path, n: int) -> None:
             os.utime(path, (past, past))
 
 
-PARSER_SOURCE = '''
+PARSER_SOURCE = """
 import re
 ACC = re.compile(r"valid acc ([\\d.]+)")
 
@@ -83,7 +85,7 @@ def get_acc(path, experiment, caches):
         found = ACC.findall(f.read())
     if found:
         experiment.metric["acc"] = float(found[-1])
-'''
+"""
 scope: dict = {"latest_log": latest_log}
 exec(PARSER_SOURCE, scope)  # defined in __main__-like scope, as in a notebook
 get_acc = scope["get_acc"]

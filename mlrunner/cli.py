@@ -343,7 +343,11 @@ def restore_command(
     except MlrunnerError as exc:
         _fail(exc)
         return
-    typer.echo(f"Restored the code of {experiment_dir} into {result.dest}")
+    for warning in result.warnings:
+        typer.echo(f"WARNING: {warning}", err=True)
+    typer.echo(f"Restored the code of {experiment_dir} into {result.dest} (from the {result.source})")
+    if os.path.abspath(result.cwd) != os.path.abspath(result.dest):
+        typer.echo(f"The run started in {result.cwd}")
     if result.commands:
         typer.echo("Its commands (run them from there):")
         for name, line in result.commands.items():

@@ -748,10 +748,15 @@ class Ledger:
         snapshot_id: str | None = None,
         job_id: str | None = None,
         node: str | None = None,
+        pid: int | None = None,
+        pgid: int | None = None,
+        proc_start: int | None = None,
     ) -> int:
         """Record a new 'running' attempt (number = previous max + 1); returns its id.
 
-        ``snapshot_id`` None: the run's snapshot id is recorded.
+        ``snapshot_id`` None: the run's snapshot id is recorded. The command's process
+        (``pid``, ``pgid``, ``proc_start``) may be given here when it is already spawned,
+        saving the :meth:`set_attempt_process` transaction.
         """
         me = self._me()
         gpus_json = None if gpus is None else _dumps([int(g) for g in gpus])
@@ -771,13 +776,14 @@ class Ledger:
             )
             cur = conn.execute(
                 "INSERT INTO attempts (run_id, task_key, command, number, status, resource, gpus, host, "
-                "boot_id, runner_pid, runner_start, job_id, node, log_path, snapshot_id, started_at, latest) "
-                "SELECT ?, ?, ?, coalesce(max(number), 0) + 1, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1 "
-                "FROM attempts WHERE task_key = ? AND command = ?",
+                "boot_id, runner_pid, runner_start, job_id, node, log_path, snapshot_id, started_at, latest, "
+                "pid, pgid, proc_start) "
+                "SELECT ?, ?, ?, coalesce(max(number), 0) + 1, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, "
+                "?, ?, ? FROM attempts WHERE task_key = ? AND command = ?",
                 (
                     int(run_id), task_key, command, resource, gpus_json, me.host, me.boot_id, me.pid,
                     me.start, job_id, node, log, snapshot_id or run["snapshot_id"], time.time(),
-                    task_key, command,
+                    pid, pgid, proc_start, task_key, command,
                 ),
             )  # fmt: skip
             refresh_task_progress(conn, task_key)

@@ -314,7 +314,7 @@ class Runner:
             snap = gitsnap.Snapshot.from_dict(stored)
         else:
             work = hidden / "snapshots" / f"{now}-{os.getpid()}"
-            snap, warnings = gitsnap.take_snapshot(req.cwd, work_dir=work)
+            snap, warnings = gitsnap.take_snapshot(req.cwd, work_dir=work, exclude=[req.output])
             for w in warnings:
                 self.emit(Event("warning", {"message": w}))
             if stored and not gitsnap.same_code(stored, snap):
@@ -340,9 +340,8 @@ class Runner:
                     hint="run from inside your project's git checkout, or drop --isolate",
                 )
             run_key = (snap.snapshot_id or "head")[:12]
-            isolate_dir = str(gitsnap.materialize(snap, hidden / "worktrees" / run_key))
-            rel = os.path.relpath(req.cwd, snap.repo_root) if snap.repo_root else "."
-            isolate_dir = os.path.normpath(os.path.join(isolate_dir, rel))
+            root = gitsnap.materialize(snap, hidden / "worktrees" / run_key)
+            isolate_dir = os.path.normpath(os.path.join(root, snap.subdir or "."))
         return snap, snap.to_dict(), isolate_dir
 
     def _reap_orphans(self, ledger: Any) -> None:
@@ -457,7 +456,7 @@ class RunRecorder:
         self._lock = threading.Lock()
         self._stats: dict[str, dict[str, str]] = {}
         self._scripts: dict[str, dict[str, str]] = {}
-        self._attempt_info: dict[int, dict[str, Any]] = {}
+        self._param_due: set[str] = set()
         self._final: dict[tuple[str, str], tuple[str, str]] = {}  # (task, command) -> (status, dir)
 
     def tally(self) -> None:
@@ -488,13 +487,21 @@ class RunRecorder:
                 return False
             item.commands = left
         out = item.task.output_dir
-        os.makedirs(out, exist_ok=True)
-        stat = expfiles.read_stat(out)
-        old = expfiles.read_param(out) or {}
-        scripts = old.get("_scripts") if isinstance(old.get("_scripts"), dict) else {}
+        try:
+            os.mkdir(out)
+            stat: dict[str, str] = {}
+            scripts: dict[str, str] = {}
+        except FileExistsError:  # keep what earlier runs recorded for the other commands
+            stat = expfiles.read_stat(out)
+            old = expfiles.read_param(out) or {}
+            scripts = dict(old["_scripts"]) if isinstance(old.get("_scripts"), dict) else {}
+        except FileNotFoundError:
+            os.makedirs(out, exist_ok=True)
+            stat, scripts = {}, {}
         with self._lock:
             self._stats[key] = stat
-            self._scripts[key] = dict(scripts)
+            self._scripts[key] = scripts
+            self._param_due.add(key)
         if self.snapshot is not None:
             from .gitsnap import write_snapshot
 
@@ -510,20 +517,22 @@ class RunRecorder:
         with self._lock:
             self._stats.pop(item.task.key, None)
             self._scripts.pop(item.task.key, None)
+            self._param_due.discard(item.task.key)
 
     # attempts -------------------------------------------------------------
-    def log_path(self, item: WorkItem, command: Any) -> Path:
+    def planned_log(self, item: WorkItem, command: Any) -> str:
         from .sweep import log_name
 
-        base = Path(
-            item.task.output_dir,
-            log_name(command.name, self.time_str, item.task.name if self.no_subdir else None),
-        )
+        name = log_name(command.name, self.time_str, item.task.name if self.no_subdir else None)
+        return os.path.join(item.task.output_dir, name)
+
+    def log_path(self, item: WorkItem, command: Any) -> Path:
+        base = self.planned_log(item, command)
         path, n = base, 1
-        while path.exists():  # a retry within the same second keeps the earlier log
+        while os.path.exists(path):  # a retry within the same second keeps the earlier log
             n += 1
-            path = base.with_name(f"{base.name}.{n}")
-        return path
+            path = f"{base}.{n}"
+        return Path(path)
 
     def command_started(
         self,
@@ -551,24 +560,28 @@ class RunRecorder:
             snapshot_id=self.snapshot_id,
             job_id=job_id,
             node=node,
+            pid=pid,
+            pgid=pgid,
+            proc_start=procs.proc_start_time(pid) if pid is not None else None,
         )
-        if pid is not None:
-            self.ledger.set_attempt_process(
-                attempt, pid=pid, pgid=pgid, proc_start=procs.proc_start_time(pid)
-            )
         with self._lock:
             stat = self._stats.setdefault(task.key, {})
-            scripts = self._scripts.setdefault(task.key, {})
             stat[command.name] = "running"
-            scripts[command.name] = shell_line(command, resource, log_path)
-            stat_copy, scripts_copy = dict(stat), dict(scripts)
-            number = sum(1 for a in self._attempt_info.values() if a["key"] == task.key) + 1
-            self._attempt_info[attempt] = {"key": task.key, "number": number}
-        params = dict(task.params)
-        params.update(
-            {"_name": task.name, "_output": task.output_dir, "_time": self.time_str, "_scripts": scripts_copy}
-        )
-        expfiles.write_param(task.output_dir, params)
+            stat_copy = dict(stat)
+            write_param = task.key in self._param_due
+            self._param_due.discard(task.key)
+            if write_param:  # once per task: every command's line, with this slot and the log names
+                scripts = self._scripts.setdefault(task.key, {})
+                for c in item.commands:
+                    path = log_path if c is command else self.planned_log(item, c)
+                    scripts[c.name] = shell_line(c, resource, path)
+                scripts_copy = dict(scripts)
+        if write_param:
+            params = dict(task.params)
+            params.update(
+                {"_name": task.name, "_output": task.output_dir, "_time": self.time_str, "_scripts": scripts_copy}
+            )
+            expfiles.write_param(task.output_dir, params)
         expfiles.write_stat(task.output_dir, stat_copy)
         self.emit(Event("start", self._event_data(item, command, resource, job_id=job_id, node=node)))
         return attempt
@@ -605,7 +618,6 @@ class RunRecorder:
             stat = self._stats.setdefault(task.key, {})
             stat[command.name] = status
             stat_copy = dict(stat)
-            self._attempt_info.pop(attempt_id, None)
             self._final[(task.key, command.name)] = (status, task.output_dir)
         expfiles.write_stat(task.output_dir, stat_copy)
         data = self._event_data(item, command, None)

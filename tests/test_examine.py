@@ -4,6 +4,7 @@ one-line metrics, and the ledger join."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -354,6 +355,28 @@ def test_parallel_equals_serial_with_closure_and_lambda(tmp_path: Path) -> None:
     assert serial.caches["first_seen"] == "Lr_0-Seed_00 $(echo hi)"
     assert serial.errors == parallel.errors and len(serial.errors) == 7
     assert serial.table()["best_x2"].tolist() == [2 * b for b in serial.table()["best"].tolist()]
+
+
+def test_unpicklable_results_and_verbose(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    output = many_dirs(tmp_path)
+
+    def keeps_a_lambda(path: Path, experiment: Experiment, caches: dict) -> None:
+        experiment.cache["fn"] = lambda: path.name  # cannot come back from a worker, nor be cached
+        experiment.metric["n"] = len(path.name)
+
+    tables = []
+    for workers in (2, -1):
+        examiner = Examiner()
+        examiner.add(keeps_a_lambda)
+        examiner.add(RegexParser("last_loss", r"loss ([\d.]+)", log="train"))
+        with caplog.at_level(logging.INFO, logger="mlrunner.examine"):
+            examiner.exam(str(output), workers=workers, verbose=True)
+        assert [e.cache["fn"]() for e in examiner.experiments.values()] == list(examiner.experiments)
+        assert examiner.exams[0] is keeps_a_lambda and isinstance(examiner.exams[1], RegexParser)
+        tables.append(examiner.table())
+    assert_frame_equal(tables[0], tables[1])
+    assert list(tables[0].columns) == ["lr", "seed", "last_loss", "n"]
+    assert [r.getMessage() for r in caplog.records].count("Lr_0-Seed_00 $(echo hi)") == 2
 
 
 def test_parallel_with_cache_reuses_results(tmp_path: Path) -> None:

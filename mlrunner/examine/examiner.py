@@ -62,7 +62,7 @@ class Examiner:
     """
 
     def __init__(self, *, cache: bool = True, metrics_files: bool = True) -> None:
-        self.exams: list[Step] = []
+        self._steps: list[Step] = []
         self.caches: dict[Any, Any] = {}
         self.experiments: dict[str, Experiment] = {}
         self.cache = cache
@@ -74,22 +74,35 @@ class Examiner:
 
     # -- parsers -------------------------------------------------------------------------
 
+    @property
+    def exams(self) -> list[Callable[[Path, Experiment, dict], Any]]:
+        """The parsers, in the order they run."""
+        return [step.parser for step in self._steps]
+
     def add(self, func: Callable[[Path, Experiment, dict], Any], *, cache: bool = True) -> None:
-        """Register a parser; parsers run in the order added. Adding one twice is a no-op."""
+        """Register a parser; parsers run in the order added. Adding one twice is a no-op.
+
+        ``cache=False``: run it on every exam(), for a parser whose result depends on more
+        than the experiment dir's own files and its own code (see the class doc)."""
         if not callable(func):
             raise TypeError(f"Examiner.add(): expected a parser function, got {type(func).__name__}")
-        if any(step.parser is func for step in self.exams):
+        if any(step.parser is func for step in self._steps):
+            return
+        if isinstance(func, RegexParser):
+            self._add_regex_parser(func)
             return
         token = parser_token(func) if cache and self.cache else None
-        self.exams.append(Step(func, token, user_label(func)))
+        self._steps.append(Step(func, token, user_label(func)))
 
     def add_regex(self, name: str, pattern: str, log: str = "test") -> None:
         """``metric[name]``: the last match of ``pattern``'s group 1 in the latest
         ``log.<log>.*``, a float when it parses, e.g. ``add_regex("bleu", r"BLEU4 = ([\\d.]+)")``."""
-        parser = RegexParser(name, pattern, log)
-        self.exams.append(Step(parser, parser.token, parser.label))
-        if name not in self._regex_names:
-            self._regex_names.append(name)
+        self._add_regex_parser(RegexParser(name, pattern, log))
+
+    def _add_regex_parser(self, parser: RegexParser) -> None:
+        self._steps.append(Step(parser, parser.token, parser.label))
+        if parser.name not in self._regex_names:
+            self._regex_names.append(parser.name)
 
     # -- examining -----------------------------------------------------------------------
 
@@ -104,7 +117,7 @@ class Examiner:
         pattern = compile_regex(regex)
         all_names = list_dirs(output)
         selected = [n for n in all_names if pattern.search(n)]
-        pipeline = Pipeline(list(self.exams), self.metrics_files)
+        pipeline = Pipeline(list(self._steps), self.metrics_files)
         store = self._store(output, pipeline.key)
         store.keep_only(set(all_names))
         now = time.time_ns()
