@@ -383,6 +383,8 @@ def table_command(
         typer.echo(df.to_csv(index=False), nl=False)
     elif as_json:
         typer.echo(df.to_json(orient="records", indent=2, date_format="iso"))
+    elif not sys.stdout.isatty():  # piped: aligned plain text, every column, nothing wrapped
+        typer.echo(df.to_string(index=False, float_format=_fmt) if len(df) else "(no experiments)")
     else:
         from rich.console import Console
         from rich.table import Table
@@ -391,15 +393,25 @@ def table_command(
         for col in df.columns:
             table.add_column(str(col), overflow="fold")
         for row in df.itertuples(index=False):
-            table.add_row(*["" if _isna(v) else str(v) for v in row])
+            table.add_row(*[_cell(v) for v in row])
         Console().print(table)
 
 
-def _isna(v: Any) -> bool:
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def _cell(v: Any) -> str:
     try:
-        return bool(v != v)  # NaN
+        if v != v:  # NaN, None-like
+            return ""
     except (TypeError, ValueError):
-        return False
+        pass
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return _fmt(v)
+    return str(v)
 
 
 def _regex_specs(regexes: list[str], logs: list[str]) -> list[tuple[str, str, str]]:

@@ -863,7 +863,7 @@ params = st.dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(params, st.booleans())
 def test_fast_param_reader_is_exact_or_declines(data: dict, ours_dumper: bool) -> None:
     if ours_dumper:  # mlrunner 1.x's param writer

@@ -264,3 +264,42 @@ def test_log_holds_only_command_output(project: Project) -> None:
     log = next((project.path / "output" / "K_1").glob("log.a.*"))
     assert log.read_text() == "xxx\n"
     assert os.path.getsize(log) == 4
+
+
+def test_live_display_on_a_terminal(project: Project) -> None:
+    import pty
+    import subprocess
+
+    from conftest import run_argv
+
+    project.write(
+        """
+        template:
+          a: "sleep 0.3; exit {x}"
+        resource: [0, 1]
+        ---
+        x: [0, 0, 3]
+        """.replace("[0, 0, 3]", "[0, 3]")
+    )
+    leader, follower = pty.openpty()
+    env = dict(project.env, COLUMNS="120")
+    proc = subprocess.Popen(
+        run_argv(), cwd=project.path, env=env, stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=30)
+    os.close(leader)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 1
+    assert "1 failed" in screen and "done" in screen and "ETA" in screen  # the overall bar
+    assert "FAIL" in screen and "X_3" in screen
+    assert "Failed tasks: 1/2" in screen

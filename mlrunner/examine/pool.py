@@ -83,10 +83,15 @@ def examine_parallel(
     size = max(1, -(-len(items) // (workers * 4)))
     chunks = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
     _JOBS = (pipeline, store, items, now, caches)
+    scratch = dict(caches)
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
-            results = [result for chunk in executor.map(_run_chunk, chunks) for result in chunk]
+            # merge each chunk while the workers parse the next ones
+            for (start, end), chunk in zip(chunks, executor.map(_run_chunk, chunks), strict=True):
+                for (name, path), result in zip(items[start:end], chunk, strict=True):
+                    if result is not None:
+                        yield name, path, result[0], _decode(pipeline, store, name, path, result, scratch)
     except BrokenProcessPool:
         raise ExamineError(
             "a parser killed its worker process (it exited or crashed the interpreter)",
@@ -94,15 +99,20 @@ def examine_parallel(
         ) from None
     finally:
         _JOBS = None
-    scratch = dict(caches)
-    for (name, path), result in zip(items, results, strict=True):
-        if result is None:
-            continue
-        scan, hit_blob, outcome_blob = result
-        if hit_blob is not None:  # decoding a cache hit runs no parser
-            outcome = pipeline.run_one(name, path, scan.names, {pipeline.prefix_token: hit_blob}, {})
-        elif outcome_blob is not None:
-            outcome = pickle.loads(outcome_blob)
-        else:  # the outcome could not be pickled: parse it here
-            outcome = pipeline.run_one(name, path, scan.names, store.get(name, scan), scratch)
-        yield name, path, scan, outcome
+
+
+def _decode(
+    pipeline: Pipeline,
+    store: CacheStore,
+    name: str,
+    path: str,
+    result: tuple[DirScan, bytes | None, bytes | None],
+    scratch: dict,
+) -> Outcome:
+    scan, hit_blob, outcome_blob = result
+    if hit_blob is not None:  # decoding a cache hit runs no parser
+        return pipeline.run_one(name, path, scan.names, {pipeline.prefix_token: hit_blob}, {})
+    if outcome_blob is not None:
+        return pickle.loads(outcome_blob)
+    # the outcome could not be pickled: parse it here, on a copy of the caches
+    return pipeline.run_one(name, path, scan.names, store.get(name, scan), scratch)
