@@ -98,10 +98,13 @@ def test_signal_stops_everything_and_resume_finishes_exactly_the_rest(
     integrity_ok(project)
 
 
-def test_kill9_runner_alone_then_resume_stops_orphans_and_completes_once(project: Project) -> None:
+@pytest.mark.parametrize("after", [0, 2, 5])
+def test_kill9_runner_alone_then_resume_stops_orphans_and_completes_once(
+    project: Project, after: int
+) -> None:
     sweep(project, 0.3)
     proc = project.popen()
-    wait_for(lambda: sum(done(project, "a").values()) >= 2)
+    wait_for(lambda: sum(done(project, "a").values()) >= after and len(all_pids(project)) >= 2 * (after + 1))
     proc.kill()
     proc.communicate()
     orphans = all_pids(project)
@@ -285,3 +288,54 @@ def test_unwritable_output_is_a_clear_error(project: Project, tmp_path: Path) ->
     res = project.run("-o", "afile/output")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "afile/output" in res.stderr
+
+
+def test_second_ctrl_c_kills_at_once(project: Project) -> None:
+    project.write(
+        """
+        template:
+          a: "echo $$ >> {_output}/pids; trap '' TERM; sleep 60 & echo $! >> {_output}/pids; wait"
+        resource: [0, 1]
+        ---
+        x: [1, 2]
+        """
+    )
+    proc = project.popen("--grace", "60")
+    wait_for(lambda: len(all_pids(project)) >= 4)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert proc.poll() is None  # the commands ignore SIGTERM: the runner waits out the grace period...
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # ...unless told again
+    proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 130
+    assert_all_dead(all_pids(project))
+    statuses = {c["status"] for t in ledger_show(project)["tasks"] for c in t["commands"]}
+    assert statuses == {"interrupted"}
+
+
+def test_resume_a_given_run_id(project: Project) -> None:
+    project.write(
+        """
+        template:
+          a: "test -e ok_{x}"
+        ---
+        _title: one
+        x: [1]
+        ---
+        _title: two
+        x: [2]
+        """
+    )
+    project.run("-t", "one", check=1)
+    project.run("-t", "two", check=1)
+    (project.path / "ok_1").touch()
+    res = project.run("--resume", "1", check=0)
+    assert res.stdout.count("START") == 1 and "X_1" in res.stdout
+    runs = {
+        r["id"]: r["status"] for r in json.loads(project.mlrunner("ledger", "ls", "--json", check=0).stdout)
+    }
+    assert runs == {1: "finished", 2: "failed"}
+    bad = project.run("--resume", "9")
+    assert bad.returncode == 2 and "no ledger entry for run 9" in bad.stderr
