@@ -372,17 +372,18 @@ def table_command(
 ) -> None:
     """The Examiner's table of every experiment under OUTPUT, in the terminal."""
     try:
-        regexes = _regex_specs(regex or [], log or [])
-        from .examine import cli_table
+        from .examine import cli_table, parse_regex_options, records
 
-        df = cli_table(output, regexes, ledger)
+        df = cli_table(output, parse_regex_options(regex or [], log or []), ledger)
     except MlrunnerError as exc:
         _fail(exc)
         return
+    for problem in df.attrs.get("errors", []):
+        typer.echo(f"WARNING: {problem}", err=True)
     if csv:
         typer.echo(df.to_csv(index=False), nl=False)
     elif as_json:
-        typer.echo(df.to_json(orient="records", indent=2, date_format="iso"))
+        typer.echo(json.dumps(records(df), indent=2, default=str))
     elif not sys.stdout.isatty():  # piped: aligned plain text, every column, nothing wrapped
         typer.echo(df.to_string(index=False, float_format=_fmt) if len(df) else "(no experiments)")
     else:
@@ -412,27 +413,6 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return _fmt(v)
     return str(v)
-
-
-def _regex_specs(regexes: list[str], logs: list[str]) -> list[tuple[str, str, str]]:
-    if logs and len(logs) not in (1, len(regexes)):
-        raise UsageError(
-            f"{len(regexes)} --regex but {len(logs)} --log",
-            key="--log",
-            hint="give one --log per --regex, or one for all",
-        )
-    out = []
-    for i, spec in enumerate(regexes):
-        name, eq, pattern = spec.partition("=")
-        if not eq or not name or not pattern:
-            raise UsageError(
-                f"'--regex {spec}' is not NAME=PATTERN",
-                key="--regex",
-                hint="e.g. --regex 'bleu=BLEU4 = ([\\d.]+)'",
-            )
-        log_cmd = logs[i] if len(logs) == len(regexes) else (logs[0] if logs else "test")
-        out.append((name, pattern, log_cmd))
-    return out
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import textwrap
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import Project
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
@@ -342,7 +344,7 @@ def test_parallel_equals_serial_with_closure_and_lambda(tmp_path: Path) -> None:
         examiner.add(closure_parser)
         examiner.add(uses_earlier)
         examiner.add(lambda p, e, c: e.metric.__setitem__("name_len", len(p.name)))
-        with pytest.warns(ExamineWarning, match="7 of 48 experiment dirs"):
+        with pytest.warns(ExamineWarning, match="7 of 48 dirs"):
             examiner.exam(str(output), workers=workers)
         pids = {e.cache.pop("pid") for e in examiner.experiments.values()}
         results.append((examiner, pids))
@@ -420,7 +422,7 @@ def test_missing_logs_and_raising_parser_give_one_line_each(tmp_path: Path) -> N
     examiner = Examiner()
     examiner.add(add_bleu)
     examiner.add_regex("bleu_re", r"BLEU4 = ([\d.]+)")
-    with pytest.warns(ExamineWarning, match=r"2 of 5 experiment dirs .*the table has the rest"):
+    with pytest.warns(ExamineWarning, match=r"2 of 5 dirs .*the table has the rest"):
         examiner.exam(str(output))
     df = examiner.table()
     assert len(df) == 5
@@ -482,6 +484,26 @@ def test_bad_param_files_and_odd_entries(tmp_path: Path) -> None:
     assert len(errors) == 2
     assert errors[0].startswith("a list: param: expected a YAML mapping of params, got list")
     assert errors[1].startswith("bad yaml: param:3: invalid YAML")
+
+
+def test_re_exam_reflects_removed_and_broken_dirs(tmp_path: Path) -> None:
+    output = readme_output(tmp_path)
+    examiner = Examiner()
+    examiner.add_regex("bleu", r"BLEU4 = ([\d.]+)")
+    examiner.exam(str(output))
+    assert len(examiner.table()) == 5
+    shutil.rmtree(output / "Norm_new-Moment_0.1")
+    (output / "Norm_new-Moment_0.05" / "param").write_text("norm: [new\n")
+    with pytest.warns(ExamineWarning, match="1 of 1 dirs"):
+        examiner.exam(str(output), regex="Norm_new")  # only these dirs: the others keep their rows
+    assert list(examiner.experiments) == [
+        "Norm_batch-EaStop_T",
+        "Norm_batch-Moment_0.05",
+        "Norm_batch-Moment_0.1",
+    ]
+    assert len(examiner.errors) == 1
+    assert examiner.errors[0].startswith("Norm_new-Moment_0.05: param:2: invalid YAML (")
+    assert examiner.errors[0].endswith("); fix or delete the file")
 
 
 def test_output_and_regex_errors(tmp_path: Path) -> None:
@@ -783,6 +805,53 @@ def test_ledger_join_after_a_sweep_with_a_failure_and_a_resume(tmp_path: Path) -
     json.dumps(records(df))  # JSON-able for `mlrunner table --json`
 
 
+TRAIN = """
+import json, os, sys
+lr, out = float(sys.argv[1]), sys.argv[2]
+print(f"loss {lr / 10}")
+if lr == 0.2 and not os.path.exists("fixed"):
+    sys.exit("diverged")
+with open(os.path.join(out, "metrics.json"), "w") as f:
+    json.dump({"final_loss": lr / 10}, f)
+"""
+
+
+def test_ledger_join_after_a_real_sweep_with_a_failure_and_a_resume(project: Project) -> None:
+    project.write(TRAIN, "train.py")
+    project.write(
+        """
+        template:
+          train: python train.py {lr} {_output}
+        default: {}
+        resource: [0, 1]
+        ---
+        lr: [0.1, 0.2, 0.3]
+        """
+    )
+    assert project.run().returncode != 0  # lr 0.2 failed
+    output = project.path / "output"
+    examiner = Examiner()
+    examiner.add_regex("loss", r"loss ([\d.]+)", log="train")
+    examiner.exam(output)
+    assert examiner.errors == []  # a dir without metrics.json is no problem
+    df = examiner.table(ledger=True, name=True)
+    assert df["_name"].tolist() == ["Lr_0.1", "Lr_0.2", "Lr_0.3"]
+    assert df["_status"].tolist() == ["finished", "failed", "finished"]
+    assert df["loss"].tolist() == [0.01, 0.02, 0.03]  # the failed run's log is still parsed
+    assert pd.isna(df.loc[1, "final_loss"]) and df.loc[0, "final_loss"] == 0.01
+    assert df["_attempts"].tolist() == [1, 1, 1]
+
+    (project.path / "fixed").write_text("")
+    project.run("--resume", check=0)
+    examiner.exam(output)  # the same Examiner, again: the resumed dir is parsed again
+    df = examiner.table(ledger=True)
+    assert df["_status"].tolist() == ["finished"] * 3
+    assert df["final_loss"].tolist() == [0.01, 0.02, 0.03]
+    assert df["_attempts"].tolist() == [1, 2, 1]
+    assert df["_run_id"].tolist() == [1, 1, 1] and df["_failure"].isna().all()  # resumed in run 1
+    assert examiner.errors == []
+
+
 def test_ledger_join_without_a_ledger_gives_missing_values(tmp_path: Path) -> None:
     output = readme_output(tmp_path)
     examiner = Examiner()
@@ -863,7 +932,7 @@ params = st.dictionaries(
 )
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(params, st.booleans())
 def test_fast_param_reader_is_exact_or_declines(data: dict, ours_dumper: bool) -> None:
     if ours_dumper:  # mlrunner 1.x's param writer

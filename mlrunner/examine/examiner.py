@@ -56,9 +56,14 @@ class Examiner:
     outside the dir or in its sub-dirs, a database, or what other experiments put in
     ``caches``. ``add_regex`` and metrics-file results are always cached.
 
-    With ``workers > 0`` parsers run in forked processes: values a parser binds to new
-    keys of ``caches`` come back (in dir order); in-place changes to values that were
+    ``caches`` with ``workers > 0``: parsers run in forked processes, each on its own copy.
+    What a parser did to it is replayed in the parent in dir order: a key it rebound is set,
+    a key it added is set unless an earlier experiment added it (so ``setdefault`` and
+    "compute once if missing" patterns give the serial result); in-place changes to values
     already in ``caches`` stay in the worker.
+
+    Not experiments: dot-dirs (``<output>/.mlrunner``) and dirs without a ``param`` file.
+    ``metrics_files=False``: do not turn ``metrics.json`` / ``metrics.jsonl`` into columns.
     """
 
     def __init__(self, *, cache: bool = True, metrics_files: bool = True) -> None:
@@ -122,6 +127,10 @@ class Examiner:
         store.keep_only(set(all_names))
         now = time.time_ns()
 
+        present = set(all_names)
+        for name, (where, _) in list(self._dirs.items()):
+            if where == output and name not in present and pattern.search(name):
+                self._forget(name)  # its dir was removed since the last exam
         items = [(name, os.path.join(output, name)) for name in selected]
         if workers > 0 and len(items) >= MIN_PARALLEL and can_fork():
             found = examine_parallel(pipeline, store, items, now, self.caches, workers)
@@ -137,12 +146,14 @@ class Examiner:
             if outcome.problems:
                 problems += 1
                 self._problems[name] = outcome.problems
-            if outcome.state is None:
+            if outcome.state is None:  # not (or no longer) an experiment
                 if not outcome.problems:
                     log.info("no 'param' in %s: not an experiment, skipped", path)
+                self._forget(name)
                 continue
             param, metric, cache, delta = outcome.state
-            apply_delta(self.caches, delta)
+            if delta:
+                apply_delta(self.caches, delta)
             self.experiments.pop(name, None)  # re-examined: its row moves to this exam's order
             self.experiments[name] = Experiment(cache=cache, metric=metric, param=param)
             self._dirs[name] = (output, path)
@@ -151,11 +162,15 @@ class Examiner:
             first = next(line for line in self.errors)
             warnings.warn(
                 ExamineWarning(
-                    f"{problems} of {examined} experiment dirs in '{output}' could not be fully parsed "
+                    f"{problems} of {examined} dirs in '{output}' could not be fully parsed "
                     f"(the table has the rest); first: {first}; all in Examiner.errors"
                 ),
                 stacklevel=2,
             )
+
+    def _forget(self, name: str) -> None:
+        self.experiments.pop(name, None)
+        self._dirs.pop(name, None)
 
     def _store(self, output: str, key: str) -> CacheStore:
         ident = (os.path.realpath(output), key)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import sysconfig
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from mlrunner.examine.dirs import Experiment
 from mlrunner.examine.parsers import METRICS_TOKEN, RegexParser, parse_metrics_files
 
 STATE_VERSION = 1
-Parser = Callable[[Path, Experiment, dict], Any]
+_LIBRARY_DIRS = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,12 @@ def _dumps(value: Any) -> bytes | None:
 
 
 def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
+    """Where the parser's own code raised: the innermost frame outside installed libraries."""
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # [0] is run_user's call
     if not frames:
         return ""
-    last = frames[-1]
+    mine = [f for f in frames if not f.filename.startswith(_LIBRARY_DIRS)]
+    last = (mine or frames)[-1]
     return f" (at {os.path.basename(last.filename)}:{last.lineno})"
 
 
@@ -134,7 +136,8 @@ class Pipeline:
             out.payloads[self.prefix_token] = blob
             if state[0] is None:  # an unreadable param file, unchanged since
                 return out
-            apply_delta(caches, state[3])
+            if state[3]:
+                apply_delta(caches, state[3])
         param, metric, cache, delta, _ = state
         if self.k < len(self.steps):
             self._run_tail(Experiment(cache, metric, param), exp_dir, names, cached, caches, delta, out)

@@ -5,12 +5,14 @@ and its :class:`Outcome`. With workers, everything per dir (listing, cache looku
 runs in forked processes, which inherit the parsers (closures and lambdas from a notebook
 included: nothing is pickled on the way in), the cache entries and a copy of the global
 ``caches``. Only chunk bounds go in; a cache hit comes back as its cached payload, a parsed
-dir as its pickled outcome, and the parent merges them in dir order, as the serial loop
-does. An outcome that cannot be pickled is recomputed in the parent.
+dir as its new cache payload (or its pickled outcome when it has none), and the parent
+merges them in dir order, as the serial loop does. An outcome that cannot be pickled is
+recomputed in the parent.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import pickle
 from collections.abc import Iterator
@@ -63,6 +65,10 @@ def _run_chunk(bounds: tuple[int, int]) -> list[tuple[DirScan, bytes | None, byt
             results.append((scan, cached[pipeline.prefix_token], None))
             continue
         outcome = pipeline.run_one(name, path, scan.names, cached, caches)
+        blob = outcome.payloads.get(pipeline.prefix_token)
+        if pipeline.fully_cached and blob is not None:  # the payload holds the whole outcome
+            results.append((scan, blob, None))
+            continue
         try:
             results.append((scan, None, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)))
         except Exception:
@@ -84,6 +90,7 @@ def examine_parallel(
     chunks = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
     _JOBS = (pipeline, store, items, now, caches)
     scratch = dict(caches)
+    gc.freeze()  # the workers' garbage collector then leaves the inherited heap (and its pages) alone
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
@@ -99,6 +106,7 @@ def examine_parallel(
         ) from None
     finally:
         _JOBS = None
+        gc.unfreeze()
 
 
 def _decode(
@@ -110,7 +118,7 @@ def _decode(
     scratch: dict,
 ) -> Outcome:
     scan, hit_blob, outcome_blob = result
-    if hit_blob is not None:  # decoding a cache hit runs no parser
+    if hit_blob is not None:  # decoding a cache payload runs no parser
         return pipeline.run_one(name, path, scan.names, {pipeline.prefix_token: hit_blob}, {})
     if outcome_blob is not None:
         return pickle.loads(outcome_blob)

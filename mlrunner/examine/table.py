@@ -38,14 +38,18 @@ def _freeze(value: Any) -> Any:
 
 
 def _param_pairs(experiments: Iterable[Experiment]) -> set[tuple[Any, Any]]:
+    # reserved: a str key starting with "_" (YAML also makes int, bool... keys)
     try:
-        return {(k, v) for e in experiments for k, v in e.param.items() if not _reserved(k)}
+        return {
+            (k, v) for e in experiments for k, v in e.param.items() if k.__class__ is not str or k[:1] != "_"
+        }
     except TypeError:  # list or dict params (0.5.9 crashed here)
-        return {(k, _freeze(v)) for e in experiments for k, v in e.param.items() if not _reserved(k)}
-
-
-def _reserved(key: Any) -> bool:
-    return isinstance(key, str) and key[:1] == "_"
+        return {
+            (k, _freeze(v))
+            for e in experiments
+            for k, v in e.param.items()
+            if k.__class__ is not str or k[:1] != "_"
+        }
 
 
 def headers(
