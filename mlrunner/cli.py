@@ -213,24 +213,38 @@ def ledger_ls(output: OutputOpt = "output", as_json: JsonOpt = False) -> None:
     if as_json:
         typer.echo(json.dumps(runs, indent=2, default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"Runs under {output}")
-    for col in ("id", "started", "status", "git", "finished", "failed", "tasks", "params"):
-        table.add_column(col, overflow="fold")
-    for r in runs:
-        commit = (r.get("git_commit") or "-")[:10] + ("*" if r.get("git_dirty") else "")
-        table.add_row(
+    headers = ["id", "started", "status", "git", "finished", "failed", "tasks", "params"]
+    rows = [
+        [
             str(r["id"]),
             _time(r.get("started_at")),
             str(r.get("status")),
-            commit,
+            (r.get("git_commit") or "-")[:10] + ("*" if r.get("git_dirty") else ""),
             str(r.get("n_finished", 0)),
             str(r.get("n_failed", 0)),
             str(r.get("n_tasks", 0)),
             str(r.get("params_path") or ""),
-        )
+        ]
+        for r in runs
+    ]
+    _print_table(f"Runs under {output}", headers, rows)
+
+
+def _print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """A rich table on a terminal; aligned plain text (and no rich import) otherwise."""
+    if not sys.stdout.isatty():
+        from .render import plain_table
+
+        typer.echo(plain_table(headers, rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in headers:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 
@@ -266,34 +280,28 @@ def ledger_show(
     if as_json:
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     r = doc["run"]
-    table = Table(title=f"Run {r.get('id')} ({r.get('status')}) under {output}")
-    for col in ("task", "command", "status", "exit", "attempts", "gpu", "log"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for t in doc["tasks"]:
         for i, c in enumerate(t["commands"]):
-            st = c["status"] + (f" ({c['failure_class']})" if c.get("failure_class") else "")
-            table.add_row(
-                t["name"] if i == 0 else "",
-                c["name"],
-                st,
-                "" if c.get("exit_code") is None else str(c["exit_code"]),
-                str(c.get("attempts", 0)),
-                str(c.get("resource") or ""),
-                str(c.get("log") or ""),
+            rows.append(
+                [
+                    t["name"] if i == 0 else "",
+                    c["name"],
+                    c["status"] + (f" ({c['failure_class']})" if c.get("failure_class") else ""),
+                    "" if c.get("exit_code") is None else str(c["exit_code"]),
+                    str(c.get("attempts", 0)),
+                    str(c.get("resource") or ""),
+                    str(c.get("log") or ""),
+                ]
             )
-    console = Console()
-    console.print(table)
+    headers = ["task", "command", "status", "exit", "attempts", "gpu", "log"]
+    _print_table(f"Run {r.get('id')} ({r.get('status')}) under {output}", headers, rows)
     for t in doc["tasks"]:
         for c in t["commands"]:
             if c["status"] not in ("finished", "pending", "running") and c.get("log_tail"):
-                console.rule(f"{t['name']} / {c['name']}: last lines of the log")
-                console.print(
-                    "\n".join(c["log_tail"].rstrip().splitlines()[-10:]), markup=False, highlight=False
-                )
+                typer.echo(f"\n--- {t['name']} / {c['name']}: last lines of the log ---")
+                typer.echo("\n".join(c["log_tail"].rstrip().splitlines()[-10:]))
 
 
 @app.command("status")

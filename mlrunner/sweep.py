@@ -140,8 +140,14 @@ def log_name(command: str, time: str, name: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- shell
+_PLAIN_WORDS = re.compile(r"[\w@%+=:,./\- ]+")
+
+
 def _is_simple(text: str) -> bool:
     """True when ``ENV=x <text> > log 2>&1`` means the same as running text in bash with ENV set."""
+    if _PLAIN_WORDS.fullmatch(text):  # the common case, without the cost of shlex
+        first = text.split(None, 1)[0] if text.strip() else ""
+        return bool(first) and first not in _SHELL_KEYWORDS
     if any(c in text for c in "`#$\n\\"):
         return False
     lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
