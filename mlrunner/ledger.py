@@ -686,23 +686,31 @@ class Ledger:
         alive = _Liveness()
         return {(r["task_key"], r["command"]): alive.attempt_status(r) for r in rows}
 
-    def claim_task(self, task_key: str, run_id: int) -> bool:
+    def claim_task(self, task_key: str, run_id: int, *, states: dict[str, str] | None = None) -> bool:
         """Atomically claim a task for this process: at most one live runner per task.
 
         Succeeds when nobody holds it, this process already does, or the holder is dead
         (a holder on another host counts as alive). The caller must then deal with the
         task's :meth:`orphaned_attempts` before starting its commands.
+
+        ``states``, when given and the claim succeeds, is filled in the claim's own
+        transaction with the task's latest attempt status per command *as stored* (a
+        ``running`` attempt of a dead runner stays ``running`` here: settle it first).
         """
         me = self._me()
         with self._tx(write=False) as conn:
             held = conn.execute("SELECT * FROM claims WHERE task_key = ?", (task_key,)).fetchone()
-        if held is not None:
-            if (held["host"], held["boot_id"], held["pid"], held["proc_start"]) == (
+            if held is not None and (held["host"], held["boot_id"], held["pid"], held["proc_start"]) == (
                 me.host, me.boot_id, me.pid, me.start,
             ):  # fmt: skip
+                self._fill_states(conn, task_key, states)
                 return True
-            if procs.is_alive(held["host"], held["boot_id"], held["pid"], held["proc_start"]) is not False:
-                return False
+        # liveness is checked outside any transaction (it reads /proc)
+        if (
+            held is not None
+            and procs.is_alive(held["host"], held["boot_id"], held["pid"], held["proc_start"]) is not False
+        ):
+            return False
         with self._tx() as conn:
             if held is not None:  # compare-and-swap: remove exactly the dead holder seen above
                 conn.execute(
@@ -717,22 +725,42 @@ class Ledger:
                         held["claimed_at"],
                     ),
                 )
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO claims (task_key, run_id, host, boot_id, pid, proc_start, claimed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (task_key, int(run_id), me.host, me.boot_id, me.pid, me.start, time.time()),
-            )
-            return cur.rowcount == 1
+            if not self._insert_claim(conn, task_key, run_id, me):
+                return False
+            self._fill_states(conn, task_key, states)
+            return True
+
+    @staticmethod
+    def _insert_claim(conn: sqlite3.Connection, task_key: str, run_id: int, me: procs.ProcessId) -> bool:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO claims (task_key, run_id, host, boot_id, pid, proc_start, claimed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (task_key, int(run_id), me.host, me.boot_id, me.pid, me.start, time.time()),
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def _fill_states(conn: sqlite3.Connection, task_key: str, states: dict[str, str] | None) -> None:
+        if states is not None:
+            states.clear()
+            for command, status in conn.execute(
+                "SELECT command, status FROM attempts WHERE task_key = ? AND latest = 1", (task_key,)
+            ):
+                states[command] = status
 
     def release_task(self, task_key: str) -> None:
         """Drop this process's claim on a task (another holder's claim is left alone)."""
         me = self._me()
         with self._tx() as conn:
-            conn.execute(
-                "DELETE FROM claims WHERE task_key = ? AND host = ? AND boot_id = ? AND pid = ? "
-                "AND proc_start IS ?",
-                (task_key, me.host, me.boot_id, me.pid, me.start),
-            )
+            self._delete_claim(conn, task_key, me)
+
+    @staticmethod
+    def _delete_claim(conn: sqlite3.Connection, task_key: str, me: procs.ProcessId) -> None:
+        conn.execute(
+            "DELETE FROM claims WHERE task_key = ? AND host = ? AND boot_id = ? AND pid = ? "
+            "AND proc_start IS ?",
+            (task_key, me.host, me.boot_id, me.pid, me.start),
+        )
 
     # -- attempts ----------------------------------------------------------------------
 
@@ -778,8 +806,9 @@ class Ledger:
                 "INSERT INTO attempts (run_id, task_key, command, number, status, resource, gpus, host, "
                 "boot_id, runner_pid, runner_start, job_id, node, log_path, snapshot_id, started_at, latest, "
                 "pid, pgid, proc_start) "
-                "SELECT ?, ?, ?, coalesce(max(number), 0) + 1, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, "
-                "?, ?, ? FROM attempts WHERE task_key = ? AND command = ?",
+                "SELECT ?, ?, ?, coalesce(max(number), 0) + 1, 'running', "
+                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ? "
+                "FROM attempts WHERE task_key = ? AND command = ?",
                 (
                     int(run_id), task_key, command, resource, gpus_json, me.host, me.boot_id, me.pid,
                     me.start, job_id, node, log, snapshot_id or run["snapshot_id"], time.time(),
@@ -813,8 +842,13 @@ class Ledger:
         signal: int | None = None,
         failure_class: str | None = None,
         log_tail: str | None = None,
+        release: bool = False,
     ) -> None:
-        """Record an attempt's end; ``status`` one of END_STATUSES. Raises unless recorded."""
+        """Record an attempt's end; ``status`` one of END_STATUSES. Raises unless recorded.
+
+        ``release``: also drop this process's claim on the attempt's task, in the same
+        transaction (what :meth:`release_task` does), when this was the task's last command.
+        """
         if status not in END_STATUSES:
             raise LedgerError(
                 f"invalid attempt end status '{status}' (one of: {', '.join(sorted(END_STATUSES))})",
@@ -822,6 +856,7 @@ class Ledger:
             )
         if log_tail is not None and len(log_tail) > LOG_TAIL_MAX:
             log_tail = log_tail[-LOG_TAIL_MAX:]
+        me = self._me() if release else None
         with self._tx() as conn:
             row = conn.execute("SELECT task_key FROM attempts WHERE id = ?", (int(attempt_id),)).fetchone()
             if row is None:
@@ -832,6 +867,8 @@ class Ledger:
                 (status, exit_code, signal, failure_class, log_tail, time.time(), int(attempt_id)),
             )
             refresh_task_progress(conn, row["task_key"])
+            if me is not None:
+                self._delete_claim(conn, row["task_key"], me)
 
     @staticmethod
     def _attempt_dict(row: sqlite3.Row) -> dict[str, Any]:

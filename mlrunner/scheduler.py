@@ -29,6 +29,10 @@ from .events import Emit, Event, RunSummary, ignore
 
 TIME_FORMAT = "%Y%m%d.%H%M%S"
 LOG_TAIL_BYTES = 4096
+# A local command's 'running' goes into its stat file only once it has run this long: a
+# command that ends sooner gets one stat write (its end) instead of two. The ledger has
+# the attempt as running from its start.
+RUNNING_STAT_DELAY_S = 0.1
 INTERRUPTED = ("interrupted", "lost", "cancelled", "preempted")
 
 # options a resumed run takes from the stored run, and those the resume command line may change
@@ -458,6 +462,11 @@ class RunRecorder:
         self._scripts: dict[str, dict[str, str]] = {}
         self._param_due: set[str] = set()
         self._final: dict[tuple[str, str], tuple[str, str]] = {}  # (task, command) -> (status, dir)
+        self._released: set[str] = set()  # claims dropped with a last command_ended
+        self._stat_lock = threading.Lock()  # one stat file write at a time (callers and the flusher)
+        self._running_due: dict[str, tuple[float, str, dict[str, str]]] = {}  # key -> (due, dir, stat)
+        self._due_added = threading.Condition(self._lock)
+        self._flusher: threading.Thread | None = None
 
     def tally(self) -> None:
         """Count each command once, by the status of its last attempt (retries included)."""
@@ -475,13 +484,14 @@ class RunRecorder:
     # claims ---------------------------------------------------------------
     def claim(self, item: WorkItem) -> bool:
         key = item.task.key
-        if not self.ledger.claim_task(key, self.run_id):
+        states: dict[str, str] = {}  # latest attempt status per command, read with the claim
+        if not self.ledger.claim_task(key, self.run_id, states=states):
             return False
-        # taken over from a runner that died meanwhile: its command may still be alive
-        reap_orphans(self.ledger, self.emit, self.grace, key)
+        if "running" in states.values():
+            # taken over from a runner that died meanwhile: its command may still be alive
+            reap_orphans(self.ledger, self.emit, self.grace, key)
         if not self.force:  # another runner may have finished some of it meanwhile
-            states = self.ledger.command_states([key])
-            left = tuple(c for c in item.commands if states.get((key, c.name)) != "finished")
+            left = tuple(c for c in item.commands if states.get(c.name) != "finished")
             if not left:
                 self.ledger.release_task(key)
                 return False
@@ -510,10 +520,16 @@ class RunRecorder:
 
     def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
         """The task's attempts that ran as (Slurm) jobs, from any run, oldest first."""
-        return [dict(a, attempt_id=a["id"]) for a in self.ledger.attempts_for(item.task.key) if a.get("job_id")]
+        return [
+            dict(a, attempt_id=a["id"]) for a in self.ledger.attempts_for(item.task.key) if a.get("job_id")
+        ]
 
     def release(self, item: WorkItem) -> None:
-        self.ledger.release_task(item.task.key)
+        with self._lock:
+            released = item.task.key in self._released
+            self._released.discard(item.task.key)
+        if not released:
+            self.ledger.release_task(item.task.key)
         with self._lock:
             self._stats.pop(item.task.key, None)
             self._scripts.pop(item.task.key, None)
@@ -564,10 +580,24 @@ class RunRecorder:
             pgid=pgid,
             proc_start=procs.proc_start_time(pid) if pid is not None else None,
         )
+        defer = job_id is None  # a batch job may outlive this process: its stat is written now
         with self._lock:
             stat = self._stats.setdefault(task.key, {})
             stat[command.name] = "running"
             stat_copy = dict(stat)
+            if defer:
+                if not self._running_due:
+                    self._due_added.notify()
+                self._running_due[task.key] = (
+                    time.monotonic() + RUNNING_STAT_DELAY_S,
+                    task.output_dir,
+                    stat_copy,
+                )
+                if self._flusher is None:
+                    self._flusher = threading.Thread(
+                        target=self._flush_running, name="mlrunner-stat-flusher", daemon=True
+                    )
+                    self._flusher.start()
             write_param = task.key in self._param_due
             self._param_due.discard(task.key)
             if write_param:  # once per task: every command's line, with this slot and the log names
@@ -579,10 +609,12 @@ class RunRecorder:
         if write_param:
             params = dict(task.params)
             params.update(
-                {"_name": task.name, "_output": task.output_dir, "_time": self.time_str, "_scripts": scripts_copy}
+                _name=task.name, _output=task.output_dir, _time=self.time_str, _scripts=scripts_copy
             )
             expfiles.write_param(task.output_dir, params)
-        expfiles.write_stat(task.output_dir, stat_copy)
+        if not defer:
+            with self._stat_lock:
+                expfiles.write_stat(task.output_dir, stat_copy)
         self.emit(Event("start", self._event_data(item, command, resource, job_id=job_id, node=node)))
         return attempt
 
@@ -597,7 +629,13 @@ class RunRecorder:
         signal: int | None,
         log_path: Path,
         failure_class: str | None = None,
+        last: bool = False,
     ) -> str:
+        """Record an attempt's end (see :class:`mlrunner.backends.base.Recorder`).
+
+        ``last``: the backend is done with the item after this end; its claim is dropped
+        in the same ledger transaction and :meth:`release` then has nothing left to do.
+        """
         tail = None
         if status != "finished":
             tail = _tail(log_path)
@@ -605,6 +643,7 @@ class RunRecorder:
                 from .gpu import classify_failure
 
                 failure_class = classify_failure(tail or "")
+        task = item.task
         self.ledger.end_attempt(
             attempt_id,
             status=status,
@@ -612,14 +651,18 @@ class RunRecorder:
             signal=signal,
             failure_class=failure_class,
             log_tail=tail,
+            release=last,
         )
-        task = item.task
-        with self._lock:
-            stat = self._stats.setdefault(task.key, {})
-            stat[command.name] = status
-            stat_copy = dict(stat)
-            self._final[(task.key, command.name)] = (status, task.output_dir)
-        expfiles.write_stat(task.output_dir, stat_copy)
+        with self._stat_lock:
+            with self._lock:
+                if last:
+                    self._released.add(task.key)
+                self._running_due.pop(task.key, None)
+                stat = self._stats.setdefault(task.key, {})
+                stat[command.name] = status
+                stat_copy = dict(stat)
+                self._final[(task.key, command.name)] = (status, task.output_dir)
+            expfiles.write_stat(task.output_dir, stat_copy)
         data = self._event_data(item, command, None)
         data.update(
             {
@@ -632,6 +675,37 @@ class RunRecorder:
         )
         self.emit(Event("finish" if status == "finished" else "fail", data))
         return failure_class or status
+
+    def _flush_running(self) -> None:
+        """Thread: write 'running' into the stat file of commands that ran RUNNING_STAT_DELAY_S.
+
+        Leaves once nothing was due for a second (the next start begins a new one).
+        """
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                due = [key for key, (t, _, _) in self._running_due.items() if t <= now]
+                if not due:
+                    soonest = min((t for t, _, _ in self._running_due.values()), default=None)
+                    if soonest is None and not self._due_added.wait(1.0) and not self._running_due:
+                        self._flusher = None
+                        return
+                    if soonest is not None:
+                        self._due_added.wait(soonest - now)
+                    continue
+            for key in due:
+                with self._stat_lock:
+                    with self._lock:
+                        entry = self._running_due.get(key)
+                        if entry is None or entry[0] > now:  # ended meanwhile (or a later command started)
+                            continue
+                        del self._running_due[key]
+                        current = self._stats.get(key)
+                        stat = dict(current) if current is not None else entry[2]
+                    try:
+                        expfiles.write_stat(entry[1], stat)
+                    except OSError:  # the command's end writes the stat again, and raises
+                        pass
 
     def _event_data(self, item: WorkItem, command: Any, resource: str | None, **extra: Any) -> dict[str, Any]:
         data = {
