@@ -17,19 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BackendError, SpecError, did_you_mean
+from ..spec import SLURM_KEYS  # the one list of valid `slurm:` keys
 
-SLURM_KEYS = (
-    "partition",
-    "time",
-    "gpus_per_task",
-    "cpus_per_task",
-    "mem",
-    "array_parallelism",
-    "account",
-    "qos",
-    "constraint",
-    "additional_parameters",
-)
 INSTALL_HINT = "pip install 'mlrunner[slurm]'"
 # sbatch options mlrunner sets itself: passing them through would break result tracking
 _RESERVED = frozenset({"array", "output", "error", "open-mode", "comment", "wrap", "parsable"})
