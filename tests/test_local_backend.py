@@ -310,6 +310,7 @@ def test_a_recorder_error_stops_everything_and_is_raised(here: Path) -> None:
     (start,) = rec.of("start")
     assert start[1] == "a" and gone(start[4])
     assert [e[3] for e in rec.of("end", "a")] == ["interrupted"]
+    assert not rec.of("end", "b")  # its start was never recorded
     assert alloc.acquired == alloc.released == 2
 
 

@@ -7,9 +7,9 @@ task (after ``retries`` more tries; an OOM failure re-acquires the allocation fi
 
 Why a loop and not a thread per slot: the per-command work here is many short system calls
 (spawn, SQLite, small files) and Python glue. Worker threads contend for the GIL and the
-recorder's locks at every one of them; measured on the dispatch benchmark (``bench/``),
-the loop spends about 15% less CPU per command than a thread per slot and is as fast or
-faster in wall time. One thread spawns, waits for *any* child to exit (a pidfd per child
+recorder's locks at every one of them; measured on the dispatch benchmark (issue 8), the
+loop spends 10-15% less CPU per command than a thread per slot with the same recorder,
+and is as fast or faster in wall time. One thread spawns, waits for *any* child to exit (a pidfd per child
 in a selector, or polling where pidfds are missing), records, and starts the next command.
 
 Spawning: ``os.posix_spawn`` of bash (resolved once) when it is equivalent to
@@ -82,16 +82,6 @@ class _Child:
         if self.returncode is None:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self) -> int:
-        while self.returncode is None:
-            try:
-                _, status = os.waitpid(self.pid, 0)
-            except ChildProcessError:  # reaped elsewhere: nothing more to learn
-                self.returncode = -signal.SIGKILL
-            else:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
@@ -174,7 +164,7 @@ class _Job:
     failures: int = 0  # failed tries of that command
     proc: Any = None  # the running command's process (subprocess.Popen or _Child)
     pidfd: int | None = None
-    attempt: int = 0
+    attempt: int | None = None  # the ledger attempt of the running command, once recorded
     log: Any = None  # Path of the running command's log
     killed: bool = False  # we signalled it: a non-zero end is 'interrupted'
 
@@ -340,7 +330,7 @@ class _Loop:
         log = rec.log_path(item, command)
         assert job.env is not None
         proc = self.spawner.spawn(command.text, log, job.env)
-        job.proc, job.log, job.killed = proc, log, False
+        job.proc, job.log, job.killed, job.attempt = proc, log, False, None
         self.running[proc.pid] = job
         if self.pidfds:
             try:
@@ -384,6 +374,9 @@ class _Loop:
         del self.running[proc.pid]
         job.proc = None
         self._close_pidfd(job)
+        if job.attempt is None:  # recording its start failed (the run is stopping): nothing to end
+            self._finish(job)
+            return
         rc = proc.returncode
         exit_code, sig = procs.exit_status(rc)
         status = "finished" if rc == 0 else "interrupted" if job.killed else "failed"
