@@ -86,8 +86,12 @@ class Recorder(Protocol):
         signal: int | None,
         log_path: Path,
         failure_class: str | None = None,
+        last: bool = False,
     ) -> str:
         """Record the attempt's end; updates ``stat``, emits FAIL/finish events.
+
+        ``last``: no further command of the item follows, so the task's claim is released
+        in the same ledger transaction (``release`` then has nothing left to do).
 
         Returns the failure class when one was found (e.g. ``oom``), else the status.
         """
