@@ -13,6 +13,37 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_BIN = Path(__file__).resolve().parent / "fake_bin"
 
+# The seed README's params.yaml example, as users copy it (comments and blank lines included).
+README_EXAMPLE = """\
+---
+# All commands for each experiment with params to be filled specified as `{param}` or `[param]`
+template:
+  train: >
+    python train.py data-bin/{data} --save-dir {_output} --norm {norm} [moment] [early-stop]
+
+  avg: >
+    python checkpoint_avg.py --inputs {_output} --num 5 --output {_output}/avg.pt
+
+  test: >
+    python generate.py data-bin/{data} --beam 5 --path {_output}/avg.pt
+
+default:
+  data: iwslt14
+  norm: batch
+  moment: 0.1
+  early-stop: False
+
+resource: [ 0, 1, 2, 3 ]
+
+---
+norm: [ new, batch ]
+moment: [ 0.1, 0.05 ]
+
+---
+norm: [ batch ]
+early-stop: [ True, False ]
+"""
+
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)

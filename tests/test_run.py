@@ -10,11 +10,11 @@ import pytest
 import yaml
 from conftest import ROOT, Project
 
-README_EXAMPLE = ROOT / "examples" / "readme"
+README_DIR = ROOT / "examples" / "readme"
 
 
 def test_readme_example_end_to_end(project: Project) -> None:
-    for f in README_EXAMPLE.iterdir():
+    for f in README_DIR.iterdir():
         if f.is_file():
             shutil.copy(f, project.path / f.name)
     res = project.run("-r", "0 1", check=0)

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import README_EXAMPLE
 
 from mlrunner.errors import SpecError, UsageError
 from mlrunner.spec import (
@@ -19,36 +20,6 @@ from mlrunner.spec import (
     parse_spec,
     template_fields,
 )
-
-README_EXAMPLE = """\
----
-# All commands for each experiment with params to be filled specified as `{param}` or `[param]`
-template:
-  train: >
-    python train.py data-bin/{data} --save-dir {_output} --norm {norm} [moment] [early-stop]
-
-  avg: >
-    python checkpoint_avg.py --inputs {_output} --num 5 --output {_output}/avg.pt
-
-  test: >
-    python generate.py data-bin/{data} --beam 5 --path {_output}/avg.pt
-
-default:
-  data: iwslt14
-  norm: batch
-  moment: 0.1
-  early-stop: False
-
-resource: [ 0, 1, 2, 3 ]
-
----
-norm: [ new, batch ]
-moment: [ 0.1, 0.05 ]
-
----
-norm: [ batch ]
-early-stop: [ True, False ]
-"""
 
 
 def spec_of(text: str, path: str = "params.yaml"):

@@ -14,6 +14,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from conftest import README_EXAMPLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,35 +33,6 @@ from mlrunner.sweep import (
 
 OLD_PYTHON = Path("/tmp/old/bin/python")  # mlrunner 0.5.9, where the dev environment has it
 TIME = "20240102.030405"
-
-README_EXAMPLE = """\
----
-template:
-  train: >
-    python train.py data-bin/{data} --save-dir {_output} --norm {norm} [moment] [early-stop]
-
-  avg: >
-    python checkpoint_avg.py --inputs {_output} --num 5 --output {_output}/avg.pt
-
-  test: >
-    python generate.py data-bin/{data} --beam 5 --path {_output}/avg.pt
-
-default:
-  data: iwslt14
-  norm: batch
-  moment: 0.1
-  early-stop: False
-
-resource: [ 0, 1, 2, 3 ]
-
----
-norm: [ new, batch ]
-moment: [ 0.1, 0.05 ]
-
----
-norm: [ batch ]
-early-stop: [ True, False ]
-"""
 
 
 def make_plan(text: str, **kw):
