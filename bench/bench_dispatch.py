@@ -10,6 +10,9 @@ Subjects, interleaved (the order rotates every repetition) so that all see the s
 - ours:     this checkout's ``run`` console script in a temp git repo with a dirty work tree,
             everything on: ledger, logs, param/stat files, git snapshot.
 
+Every run writes into a new dir; all outputs are deleted only at the end (deleting them
+between runs slows the next subject's file creation, see bench/README.md).
+
 Each subject runs ``true {i}`` for i in range(N) (our runs and 0.5.9 read the same
 params.yaml: ``template: {main: true {i}}``, ``resource: [0, 1, ..., W-1]``). Reported:
 wall time per (N, W) and the marginal cost per command,
@@ -104,10 +107,12 @@ class Dispatch:
         return fn[subject](n, w)
 
     def _check(self, out: Path, n: int, what: str) -> None:
+        # Outputs are kept until the whole benchmark is over: deleting thousands of files
+        # makes ext4 slower to create new ones for a while (it skips recently freed inodes,
+        # see bench/README.md), which would bill one subject's cleanup to the next one.
         found = count_dirs(out)
         if found != n:
             raise BenchError(f"{what}: {found} experiment dirs in {out}, expected {n}")
-        shutil.rmtree(out)
 
     def floor(self, n: int, w: int) -> float:
         out = self.out("floor")
@@ -127,7 +132,6 @@ class Dispatch:
         argv = [str(self.parallel), "--will-cite", "-j", str(w), "--results", str(out), "true", "{}"]
         wall = timed_run(argv, stdin_text=items, env=self.env)
         self._check(out / "1", n, "GNU parallel")
-        shutil.rmtree(out)
         return wall
 
     def old_run(self, n: int, w: int) -> float:

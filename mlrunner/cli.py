@@ -7,6 +7,7 @@ start fast.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -149,6 +150,9 @@ def run_command(
         if backend == "slurm" and not detach and sys.stdin.isatty():
             req.detach = _ask_detach
         renderer = _renderer(output, dry_run)
+        # Start-up's objects (typer, click, yaml...) live as long as the process: keep the
+        # garbage collector from scanning them again during a sweep of many short commands.
+        gc.freeze()
         try:
             summary = Runner(req, renderer).run()
         finally:

@@ -56,6 +56,7 @@ __all__ = [
     "same_code",
     "strip_credentials",
     "take_snapshot",
+    "link_snapshot",
     "write_snapshot",
 ]
 
@@ -315,6 +316,25 @@ def write_snapshot(snapshot: Snapshot, exp_dir: str | os.PathLike[str]) -> None:
     if not same:  # the run-level git.json is missing or belongs to another snapshot
         _write_json_atomic(Path(src_json), text)
     _link_or_copy(src_json, os.path.join(exp, JSON_NAME))
+
+
+def link_snapshot(snapshot: Snapshot, exp_dir: str) -> None:
+    """:func:`write_snapshot` into an experiment dir the caller has just created (empty).
+
+    For the per-task hot path, once an earlier :func:`write_snapshot` of the same
+    snapshot has checked (or rebuilt) the run-level files: ``git.patch`` and ``git.json``
+    are hard-linked straight into place. Anything unusual (a missing run-level file, no
+    hard links here, a file already there) falls back to :func:`write_snapshot`.
+    """
+    src = snapshot.patch_path
+    if src:
+        try:
+            os.link(src, os.path.join(exp_dir, PATCH_NAME))
+            os.link(os.path.join(os.path.dirname(src), JSON_NAME), os.path.join(exp_dir, JSON_NAME))
+            return
+        except OSError:
+            pass
+    write_snapshot(snapshot, exp_dir)
 
 
 def _regenerate_patch(snapshot: Snapshot, dest: Path) -> None:

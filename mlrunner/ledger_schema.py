@@ -189,15 +189,19 @@ def _progress(commands: Sequence[str], latest: dict[str, str]) -> tuple[str, int
     return task_status(latest.get(c) for c in commands), sum(latest.get(c) == "finished" for c in commands)
 
 
-def refresh_task_progress(conn: sqlite3.Connection, task_key: str) -> list[str]:
+def refresh_task_progress(
+    conn: sqlite3.Connection, task_key: str, commands: list[str] | None = None
+) -> list[str]:
     """Recompute one task's stored status/counters from its attempts; returns its commands.
 
-    Call inside the write transaction that changed the task's attempts.
+    Call inside the write transaction that changed the task's attempts; ``commands``
+    (the task's, when the caller has just read them) saves reading them again.
     """
-    row = conn.execute("SELECT commands FROM tasks WHERE key = ?", (task_key,)).fetchone()
-    if row is None:
-        return []
-    commands = json.loads(row[0])
+    if commands is None:
+        row = conn.execute("SELECT commands FROM tasks WHERE key = ?", (task_key,)).fetchone()
+        if row is None:
+            return []
+        commands = json.loads(row[0])
     latest: dict[str, str] = {}
     n_attempts = 0
     for command, status, count in conn.execute(

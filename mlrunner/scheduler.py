@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,9 +220,17 @@ class Runner:
                     "run_id": run_id,
                 },
             )
-            with _signals(recorder, self.emit):
-                if items:
-                    backend.execute(items, recorder, options)
+            try:
+                with _signals(recorder, self.emit), ledger.background_checkpoints():
+                    if items:
+                        backend.execute(items, recorder, options)
+            except BaseException:
+                try:
+                    recorder.close()  # what is queued still reaches the experiment dirs
+                except Exception:  # the first error is the one to report
+                    pass
+                raise
+            recorder.close()
             summary.signal = recorder.signal_received
             recorder.tally()
             summary.not_started = max(
@@ -463,10 +472,8 @@ class RunRecorder:
         self._param_due: set[str] = set()
         self._final: dict[tuple[str, str], tuple[str, str]] = {}  # (task, command) -> (status, dir)
         self._released: set[str] = set()  # claims dropped with a last command_ended
-        self._stat_lock = threading.Lock()  # one stat file write at a time (callers and the flusher)
-        self._running_due: dict[str, tuple[float, str, dict[str, str]]] = {}  # key -> (due, dir, stat)
-        self._due_added = threading.Condition(self._lock)
-        self._flusher: threading.Thread | None = None
+        self._files = expfiles.Writer()  # param and stat files ('running' ones delayed)
+        self._snapshot_checked = False  # a write_snapshot has checked the run-level files
 
     def tally(self) -> None:
         """Count each command once, by the status of its last attempt (retries included)."""
@@ -480,6 +487,10 @@ class RunRecorder:
                 s.failed += 1
                 if out not in s.failed_dirs:
                     s.failed_dirs.append(out)
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Ledger calls made within share one transaction (:meth:`mlrunner.ledger.Ledger.batch`)."""
+        return self.ledger.batch()
 
     # claims ---------------------------------------------------------------
     def claim(self, item: WorkItem) -> bool:
@@ -497,11 +508,14 @@ class RunRecorder:
                 return False
             item.commands = left
         out = item.task.output_dir
+        fresh = False
         try:
             os.mkdir(out)
+            fresh = True
             stat: dict[str, str] = {}
             scripts: dict[str, str] = {}
         except FileExistsError:  # keep what earlier runs recorded for the other commands
+            self._files.flush()  # (and this run: --no-subdir puts every task in one dir)
             stat = expfiles.read_stat(out)
             old = expfiles.read_param(out) or {}
             scripts = dict(old["_scripts"]) if isinstance(old.get("_scripts"), dict) else {}
@@ -513,9 +527,13 @@ class RunRecorder:
             self._scripts[key] = scripts
             self._param_due.add(key)
         if self.snapshot is not None:
-            from .gitsnap import write_snapshot
+            from . import gitsnap
 
-            write_snapshot(self.snapshot, out)
+            if fresh and self._snapshot_checked:  # the run-level files are known good: link them
+                gitsnap.link_snapshot(self.snapshot, out)
+            else:
+                gitsnap.write_snapshot(self.snapshot, out)
+                self._snapshot_checked = True
         return True
 
     def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
@@ -562,6 +580,7 @@ class RunRecorder:
         pgid: int | None = None,
         job_id: str | None = None,
         node: str | None = None,
+        proc_start: int | None = None,
     ) -> int:
         from .sweep import shell_line
 
@@ -578,26 +597,14 @@ class RunRecorder:
             node=node,
             pid=pid,
             pgid=pgid,
-            proc_start=procs.proc_start_time(pid) if pid is not None else None,
+            proc_start=proc_start if proc_start is not None or pid is None else procs.proc_start_time(pid),
         )
-        defer = job_id is None  # a batch job may outlive this process: its stat is written now
+        # a batch job may outlive this process: its stat is written at once
+        delay = RUNNING_STAT_DELAY_S if job_id is None else 0.0
         with self._lock:
             stat = self._stats.setdefault(task.key, {})
             stat[command.name] = "running"
-            stat_copy = dict(stat)
-            if defer:
-                if not self._running_due:
-                    self._due_added.notify()
-                self._running_due[task.key] = (
-                    time.monotonic() + RUNNING_STAT_DELAY_S,
-                    task.output_dir,
-                    stat_copy,
-                )
-                if self._flusher is None:
-                    self._flusher = threading.Thread(
-                        target=self._flush_running, name="mlrunner-stat-flusher", daemon=True
-                    )
-                    self._flusher.start()
+            self._files.stat(task.output_dir, stat, delay)
             write_param = task.key in self._param_due
             self._param_due.discard(task.key)
             if write_param:  # once per task: every command's line, with this slot and the log names
@@ -611,10 +618,7 @@ class RunRecorder:
             params.update(
                 _name=task.name, _output=task.output_dir, _time=self.time_str, _scripts=scripts_copy
             )
-            expfiles.write_param(task.output_dir, params)
-        if not defer:
-            with self._stat_lock:
-                expfiles.write_stat(task.output_dir, stat_copy)
+            self._files.param(task.output_dir, params)
         self.emit(Event("start", self._event_data(item, command, resource, job_id=job_id, node=node)))
         return attempt
 
@@ -653,16 +657,13 @@ class RunRecorder:
             log_tail=tail,
             release=last,
         )
-        with self._stat_lock:
-            with self._lock:
-                if last:
-                    self._released.add(task.key)
-                self._running_due.pop(task.key, None)
-                stat = self._stats.setdefault(task.key, {})
-                stat[command.name] = status
-                stat_copy = dict(stat)
-                self._final[(task.key, command.name)] = (status, task.output_dir)
-            expfiles.write_stat(task.output_dir, stat_copy)
+        with self._lock:
+            if last:
+                self._released.add(task.key)
+            stat = self._stats.setdefault(task.key, {})
+            stat[command.name] = status
+            self._files.stat(task.output_dir, stat)
+            self._final[(task.key, command.name)] = (status, task.output_dir)
         data = self._event_data(item, command, None)
         data.update(
             {
@@ -676,36 +677,9 @@ class RunRecorder:
         self.emit(Event("finish" if status == "finished" else "fail", data))
         return failure_class or status
 
-    def _flush_running(self) -> None:
-        """Thread: write 'running' into the stat file of commands that ran RUNNING_STAT_DELAY_S.
-
-        Leaves once nothing was due for a second (the next start begins a new one).
-        """
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                due = [key for key, (t, _, _) in self._running_due.items() if t <= now]
-                if not due:
-                    soonest = min((t for t, _, _ in self._running_due.values()), default=None)
-                    if soonest is None and not self._due_added.wait(1.0) and not self._running_due:
-                        self._flusher = None
-                        return
-                    if soonest is not None:
-                        self._due_added.wait(soonest - now)
-                    continue
-            for key in due:
-                with self._stat_lock:
-                    with self._lock:
-                        entry = self._running_due.get(key)
-                        if entry is None or entry[0] > now:  # ended meanwhile (or a later command started)
-                            continue
-                        del self._running_due[key]
-                        current = self._stats.get(key)
-                        stat = dict(current) if current is not None else entry[2]
-                    try:
-                        expfiles.write_stat(entry[1], stat)
-                    except OSError:  # the command's end writes the stat again, and raises
-                        pass
+    def close(self) -> None:
+        """Write the param and stat files still queued; raise the first that failed."""
+        self._files.close()
 
     def _event_data(self, item: WorkItem, command: Any, resource: str | None, **extra: Any) -> dict[str, Any]:
         data = {

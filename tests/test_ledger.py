@@ -591,3 +591,45 @@ def test_local_mount_inside_network_mount_and_ledger_dir_override(
         assert ledger.path.is_relative_to(tmp_path / "local")
         new_run(ledger)
     assert not (share / "out").exists()
+
+
+def test_batch_shares_one_transaction_and_undoes_a_failed_call_alone(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "out")
+    run_id = new_run(ledger)
+    ledger.register_tasks(run_id, [task("a", tmp_path), task("b", tmp_path)])
+    first = run_attempt(ledger, run_id, "a", "train", "running")
+    other = sqlite3.connect(ledger.path, timeout=0.05)
+    with ledger.batch():
+        assert ledger.claim_task("b", run_id)  # a write: the batch's transaction begins
+        ledger.end_attempt(first, status="finished", exit_code=0)
+        with pytest.raises(LedgerError, match="has no command 'deploy'"):
+            run_attempt(ledger, run_id, "a", "deploy", "running")  # undone alone
+        # nothing is visible to another connection before the block ends (and it cannot write)
+        assert other.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    assert other.execute("SELECT count(*) FROM claims").fetchone()[0] == 1
+    assert other.execute("SELECT status FROM attempts WHERE id = ?", (first,)).fetchone()[0] == "finished"
+    assert [a["command"] for a in ledger.attempts_for("a")] == ["train"]
+
+
+def test_batch_commits_what_succeeded_when_the_block_raises(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "out")
+    run_id = new_run(ledger)
+    ledger.register_tasks(run_id, [task("a", tmp_path)])
+    with pytest.raises(RuntimeError, match="boom"), ledger.batch():
+        with ledger.batch():  # nested: the outer block commits
+            assert ledger.claim_task("a", run_id)
+        raise RuntimeError("boom")
+    with sqlite3.connect(ledger.path) as other:
+        assert other.execute("SELECT task_key FROM claims").fetchall() == [("a",)]
+
+
+def test_batch_of_reads_only_writes_nothing(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "out")
+    run_id = new_run(ledger)
+    with ledger.batch():
+        assert ledger.get_run(run_id) is not None
+        with sqlite3.connect(ledger.path, timeout=0.05) as other:
+            other.execute("BEGIN IMMEDIATE")  # no write lock held by a batch that only read
+            other.execute("ROLLBACK")

@@ -46,7 +46,12 @@ class RunOptions:
 
 
 class Recorder(Protocol):
-    """Implemented by the scheduler. Thread-safe: backends may call it from many threads."""
+    """Implemented by the scheduler. Thread-safe: backends may call it from many threads.
+
+    A recorder may also offer ``batch()``, a context manager within which its ledger
+    writes share one transaction (the local backend uses it for a round of ends and
+    claims; nothing whose record must not be lost, such as a spawn, belongs inside).
+    """
 
     stop: threading.Event  # set on SIGINT/SIGTERM: launch nothing more
     kill_now: threading.Event  # set on a second Ctrl-C: SIGKILL at once
@@ -72,8 +77,13 @@ class Recorder(Protocol):
         pgid: int | None = None,
         job_id: str | None = None,
         node: str | None = None,
+        proc_start: int | None = None,
     ) -> int:
-        """Record a new attempt as running; returns the attempt id."""
+        """Record a new attempt as running; returns the attempt id.
+
+        ``proc_start``: the process's start time when the backend knows it (else it is
+        read from ``/proc/<pid>/stat``), which with the pid identifies it after a crash.
+        """
 
     def command_ended(
         self,

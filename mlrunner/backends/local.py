@@ -46,7 +46,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,7 +127,13 @@ class _Spawner:
             if here:
                 self.bash = shutil.which("bash", path=env.get("PATH", os.defpath))
 
-    def spawn(self, text: str, log: os.PathLike[str], env: Mapping[str, str]) -> Any:
+    def spawn(self, text: str, log: os.PathLike[str], env: Mapping[str, str]) -> tuple[Any, int | None]:
+        """The child, and its start time (clock ticks since boot) when known without /proc."""
+        before = procs.boot_clock_ns()
+        proc = self._spawn(text, log, env)
+        return proc, procs.start_time_between(before, procs.boot_clock_ns())
+
+    def _spawn(self, text: str, log: os.PathLike[str], env: Mapping[str, str]) -> Any:
         if self.bash is None:
             return procs.spawn(text, log_path=log, env=env, cwd=self.cwd, tee=self.tee)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
@@ -182,6 +188,8 @@ class _Loop:
         self.pending: deque[WorkItem] = deque()
         self.jobs: set[_Job] = set()  # items holding or waiting for an allocation
         self.running: dict[int, _Job] = {}  # pid -> job whose command is alive
+        self.ended: deque[_Job] = deque()  # jobs whose command exited (reaped), end not recorded yet
+        self.ready: deque[_Job] = deque()  # jobs with an allocation (and claim), command to start
         self.helpers: list[threading.Thread] = []
         self.to_acquire: deque[_Job] = deque()  # jobs whose helper is not started yet, in order
         self.in_flight = 0  # helper acquisitions not yet handed back
@@ -221,16 +229,33 @@ class _Loop:
 
     def _loop(self) -> None:
         stop = self.rec.stop
+        batch = getattr(self.rec, "batch", None) or nullcontext
         while True:
-            self._take_handoffs()
-            self._start_helpers()
-            if stop.is_set():
-                self._stop_step()
-            else:
-                self._fill()
+            # The ends recorded and the claims taken in one round share a ledger transaction
+            # (one commit, not one each); commands start after it, each recorded at once.
+            with batch():
+                while self.ended:
+                    self._record_end(self.ended.popleft())
+                self._take_handoffs()
+                self._start_helpers()
+                if stop.is_set():
+                    self._stop_step()
+                else:
+                    self._fill()
+            self._start_ready()
             if self._done():
                 return
             self._wait()
+
+    def _start_ready(self) -> None:
+        while self.ready:
+            job = self.ready.popleft()
+            if job not in self.jobs:  # given up meanwhile (the run is stopping)
+                continue
+            if self.rec.stop.is_set():
+                self._finish(job)
+                continue
+            self._start(job)
 
     def _done(self) -> bool:
         if self.jobs or self.in_flight:
@@ -309,7 +334,7 @@ class _Loop:
                 self._finish(job)
                 return
             job.claimed = True
-        self._start(job)
+        self.ready.append(job)
 
     def _finish(self, job: _Job) -> None:
         """The job is done with its item: give up the claim, then the allocation."""
@@ -329,7 +354,7 @@ class _Loop:
         command = item.commands[job.index]
         log = rec.log_path(item, command)
         assert job.env is not None
-        proc = self.spawner.spawn(command.text, log, job.env)
+        proc, started = self.spawner.spawn(command.text, log, job.env)
         job.proc, job.log, job.killed, job.attempt = proc, log, False, None
         self.running[proc.pid] = job
         if self.pidfds:
@@ -347,6 +372,7 @@ class _Loop:
             log_path=log,
             pid=proc.pid,
             pgid=proc.pid,
+            proc_start=started,
         )
 
     def _wait(self) -> None:
@@ -367,13 +393,14 @@ class _Loop:
             ended.extend(j for j in self.running.values() if j.pidfd is None)
         for job in ended:
             if job.proc is not None and job.proc.poll() is not None:
-                self._ended(job)
+                # reaped: its pid may be reused from now on, so it leaves `running` at once
+                del self.running[job.proc.pid]
+                self._close_pidfd(job)
+                self.ended.append(job)
 
-    def _ended(self, job: _Job) -> None:
+    def _record_end(self, job: _Job) -> None:
         proc, item = job.proc, job.item
-        del self.running[proc.pid]
         job.proc = None
-        self._close_pidfd(job)
         if job.attempt is None:  # recording its start failed (the run is stopping): nothing to end
             self._finish(job)
             return
@@ -408,7 +435,7 @@ class _Loop:
             self.allocator.release(alloc)
             self._request(job)
             return
-        self._start(job)
+        self.ready.append(job)
 
     # ------------------------------------------------------------------ stop
     def _stop_step(self) -> None:
