@@ -125,7 +125,8 @@ def build_ledger(output: Path, n_attempts: int) -> None:
 
 def cached_ledger(n_attempts: int) -> Path:
     """The cached output dir holding a built ledger (built on first use)."""
-    digest = source_digest(ROOT / "mlrunner" / "ledger.py", ROOT / "mlrunner" / "ledger_schema.py")
+    sources = ("ledger", "ledger_db", "ledger_schema")
+    digest = source_digest(*(ROOT / "mlrunner" / f"{name}.py" for name in sources))
     final = cache_dir() / f"ledger-{n_attempts}-{digest}"
     if (final / "output" / ".mlrunner" / "ledger.db").is_file():
         print(f"  ledger with {n_attempts} attempts: cached in {final}")

@@ -27,7 +27,11 @@ def claim_racer(output: str, keys: list[str], seed: int, barrier: Any, results: 
         order = list(keys)
         random.Random(seed).shuffle(order)
         barrier.wait()
-        claimed = [key for key in order if ledger.claim_task(key, 1)]
+        claimed = []
+        for key in order:
+            if ledger.claim_task(key, 1):
+                claimed.append(key)
+            time.sleep(0.001)  # a claim takes ~0.1 ms: without a pause, one racer may take them all
         results.put((os.getpid(), claimed, None))
     except BaseException as e:
         results.put((os.getpid(), [], repr(e)))
