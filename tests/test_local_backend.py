@@ -125,6 +125,16 @@ def slots(*names: str) -> Counting:
     return Counting(SlotAllocator(ResourceSpec(slots=names)))
 
 
+@pytest.fixture(autouse=True, params=["auto", "spawn-thread"])
+def spawn_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: the default choice of spawn path, and the spawn thread forced on."""
+    if request.param == "spawn-thread":
+        monkeypatch.setenv(local.SPAWN_THREAD_ENV, "1")
+    else:
+        monkeypatch.delenv(local.SPAWN_THREAD_ENV, raising=False)
+    return str(request.param)
+
+
 @pytest.fixture
 def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A work dir with a hostile name, also the process's cwd (commands run there)."""
