@@ -27,8 +27,8 @@ import sqlite3
 import sys
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
@@ -407,10 +407,7 @@ class LedgerDB:
                     try:
                         conn.execute("COMMIT")
                     except sqlite3.Error as e:
-                        try:
-                            conn.execute("ROLLBACK")
-                        except sqlite3.Error:
-                            pass
+                        self._quietly(conn, ("ROLLBACK",))
                         if sys.exc_info()[1] is None:  # else the block's own error is the one to see
                             raise self._error(e, "write") from e
 
@@ -418,34 +415,19 @@ class LedgerDB:
     def _savepoint(self, write: bool) -> Iterator[sqlite3.Connection]:
         """One call's part of a :meth:`batch` transaction."""
         assert self._batch is not None
-        try:
-            conn = self._connection()
-            if write and not self._batch[0]:
-                conn.execute("BEGIN IMMEDIATE")
-                self._batch[0] = True
-            if self._batch[0]:
-                conn.execute("SAVEPOINT call")
-        except sqlite3.Error as e:
-            raise self._error(e, "write" if write else "read") from e
+        if write and not self._batch[0]:
+            try:
+                self._connection().execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise self._error(e, "write") from e
+            self._batch[0] = True
         if not self._batch[0]:  # a read before any write: a read transaction of its own
             with self._own_tx(False) as conn:
                 yield conn
             return
-        try:
+        rollback = ("ROLLBACK TO call", "RELEASE call")
+        with self._statements(write, ("SAVEPOINT call",), ("RELEASE call",), rollback) as conn:
             yield conn
-        except BaseException as exc:
-            try:
-                conn.execute("ROLLBACK TO call")
-                conn.execute("RELEASE call")
-            except sqlite3.Error:
-                pass
-            if isinstance(exc, sqlite3.Error):
-                raise self._error(exc, "write" if write else "read") from exc
-            raise
-        try:
-            conn.execute("RELEASE call")
-        except sqlite3.Error as e:
-            raise self._error(e, "write" if write else "read") from e
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -459,32 +441,45 @@ class LedgerDB:
                 with self._own_tx(write) as conn:
                     yield conn
 
+    def _own_tx(self, write: bool) -> AbstractContextManager[sqlite3.Connection]:
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+        return self._statements(write, (begin,), ("COMMIT",), ("ROLLBACK",))
+
     @contextmanager
-    def _own_tx(self, write: bool) -> Iterator[sqlite3.Connection]:
+    def _statements(
+        self, write: bool, begin: Sequence[str], commit: Sequence[str], rollback: Sequence[str]
+    ) -> Iterator[sqlite3.Connection]:
+        """Run ``begin``, the block, then ``commit``; ``rollback`` when the block or the commit
+        fails. SQLite errors become LedgerErrors."""
+        doing = "write" if write else "read"
         with self._lock:
             try:
                 conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                for sql in begin:
+                    conn.execute(sql)
             except sqlite3.Error as e:
-                raise self._error(e, "write" if write else "read") from e
+                raise self._error(e, doing) from e
             try:
                 yield conn
             except BaseException as exc:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                self._quietly(conn, rollback)
                 if isinstance(exc, sqlite3.Error):
-                    raise self._error(exc, "write" if write else "read") from exc
+                    raise self._error(exc, doing) from exc
                 raise
             try:
-                conn.execute("COMMIT")
+                for sql in commit:
+                    conn.execute(sql)
             except sqlite3.Error as e:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                raise self._error(e, "write" if write else "read") from e
+                self._quietly(conn, rollback)
+                raise self._error(e, doing) from e
+
+    @staticmethod
+    def _quietly(conn: sqlite3.Connection, statements: Sequence[str]) -> None:
+        try:
+            for sql in statements:
+                conn.execute(sql)
+        except sqlite3.Error:  # the error that brought us here is the one to report
+            pass
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: 'ok' for a sound file."""

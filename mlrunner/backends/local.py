@@ -209,6 +209,15 @@ class _SpawnThread:
             self.wake()
 
 
+def _drain(q: queue.SimpleQueue[Any]) -> Iterator[Any]:
+    """What is in ``q`` now, without waiting."""
+    while True:
+        try:
+            yield q.get_nowait()
+        except queue.Empty:
+            return
+
+
 # ---------------------------------------------------------------------- the loop
 @dataclass(eq=False)
 class _Job:
@@ -376,11 +385,7 @@ class _Loop:
         self._wake()
 
     def _take_handoffs(self) -> None:
-        while True:
-            try:
-                job, alloc, exc = self.handoff.get_nowait()
-            except queue.Empty:
-                return
+        for job, alloc, exc in _drain(self.handoff):
             self.in_flight -= 1
             job.waiting = False
             if exc is not None:
@@ -433,11 +438,7 @@ class _Loop:
         self._started(job, proc, started)
 
     def _take_spawned(self) -> None:
-        while True:
-            try:
-                job, pid, started, exc = self.spawned.get_nowait()
-            except queue.Empty:
-                return
+        for job, pid, started, exc in _drain(self.spawned):
             job.launching = False
             if exc is not None or pid is None:
                 self._finish(job)
@@ -569,11 +570,7 @@ class _Loop:
         try:
             if self.spawn_thread is not None:
                 self.spawn_thread.close()  # a spawn in flight completes; nothing more is taken
-                while True:
-                    try:
-                        job, pid, _, _ = self.spawned.get_nowait()
-                    except queue.Empty:
-                        break
+                for job, pid, _, _ in _drain(self.spawned):
                     job.launching = False
                     if pid is not None:  # started but never recorded: it goes down with the rest
                         job.proc = _Child(pid)
@@ -596,11 +593,7 @@ class _Loop:
         finally:
             for t in self.helpers:  # they see recorder.stop within the allocator's poll interval
                 t.join()
-            while True:  # allocations handed back after the loop ended
-                try:
-                    _, alloc, _ = self.handoff.get_nowait()
-                except queue.Empty:
-                    break
+            for _, alloc, _ in _drain(self.handoff):  # allocations handed back after the loop ended
                 if alloc is not None:
                     self.allocator.release(alloc)
             for job in self.running.values():
