@@ -17,13 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import SpecError, UsageError, did_you_mean
-
-Value = str | int | float | bool
+from .spec_yaml import Reader, Value, compose, is_null, line_of
 
 SLURM_KEYS = (
     "partition",
@@ -50,15 +47,6 @@ _FOLD_RE = re.compile(r"\s*\n\s*")
 _SLOT_RE = re.compile(r"[\w.:/-]+(?:,[\w.:/-]+)*")
 _MEMORY_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
 _MEMORY_UNITS = {"": 2**20, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-_STR = "tag:yaml.org,2002:str"
-_INT = "tag:yaml.org,2002:int"
-_FLOAT = "tag:yaml.org,2002:float"
-_BOOL = "tag:yaml.org,2002:bool"
-_NULL = "tag:yaml.org,2002:null"
-_TIMESTAMP = "tag:yaml.org,2002:timestamp"
-_MERGE = "tag:yaml.org,2002:merge"
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # --------------------------------------------------------------------------- data
@@ -145,126 +133,10 @@ def parse_memory_mib(value: object) -> int:
     return math.ceil(float(m[1]) * base / 2**20)
 
 
-class _Reader:
-    """Walks composed YAML nodes of one file, turning every problem into a located SpecError."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._constructor = SafeConstructor()
-
-    def error(
-        self, message: str, node: Node | None = None, key: str | None = None, hint: str | None = None
-    ) -> SpecError:
-        line = node.start_mark.line + 1 if node is not None else None
-        return SpecError(message, file=self.path, line=line, key=key, hint=hint)
-
-    def scalar(self, node: Node, key: str) -> object:
-        """A scalar node's Python value; dates stay text; other tags are an error."""
-        if not isinstance(node, ScalarNode):
-            kind = "a mapping" if isinstance(node, MappingNode) else "a list"
-            raise self.error(f"expected a single value, found {kind}", node, key)
-        c = self._constructor
-        tag = node.tag
-        if tag in (_STR, _TIMESTAMP):
-            return node.value
-        if tag == _INT:
-            return c.construct_yaml_int(node)
-        if tag == _FLOAT:
-            return c.construct_yaml_float(node)
-        if tag == _BOOL:
-            return c.construct_yaml_bool(node)
-        if tag == _NULL:
-            return None
-        raise self.error(
-            f"unsupported YAML tag {tag!r}", node, key, hint="use plain strings, numbers or true/false"
-        )
-
-    def value(self, node: Node, key: str, what: str = "value") -> Value:
-        """A param value: str, int, float or bool (never null, a list or a mapping)."""
-        if isinstance(node, MappingNode):
-            raise self.error(
-                f"a {what} cannot be a mapping (nested mappings are not supported)",
-                node,
-                key,
-                hint="give a plain value; to set several params from one name use `alias:`",
-            )
-        if isinstance(node, SequenceNode):
-            raise self.error(
-                f"a {what} cannot be a list here",
-                node,
-                key,
-                hint="a grid lists the values of a param ONCE: `lr: [0.1, 0.01]`; "
-                "to pass a list as one value, quote it: `'1,2,3'`",
-            )
-        v = self.scalar(node, key)
-        if v is None:
-            raise self.error(
-                f"{what} is empty (null)", node, key, hint="write a value; for an empty string write ''"
-            )
-        if isinstance(v, str) and "\x00" in v:
-            raise self.error(f"{what} contains a NUL character", node, key, hint="remove the \\0")
-        return v  # type: ignore[return-value]
-
-    def items(
-        self, node: Node, where: str, *, any_keys: bool = False, _merging: tuple[Node, ...] = ()
-    ) -> list[tuple[str, Node, Node]]:
-        """(key, key node, value node) of a mapping, merge keys applied, duplicates rejected."""
-        if not isinstance(node, MappingNode):
-            raise self.error(f"'{where}' must be a mapping (key: value lines)", node, where or None)
-        if any(node is n for n in _merging):
-            raise self.error(
-                "a mapping merges itself (<<: *anchor inside its own anchor)", node, where or None
-            )
-        merged: dict[str, tuple[Node, Node]] = {}
-        explicit: dict[str, tuple[Node, Node]] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE:
-                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
-                for source in sources:
-                    for k, kn, vn in self.items(source, where, any_keys=any_keys, _merging=(*_merging, node)):
-                        merged.setdefault(k, (kn, vn))
-                continue
-            raw = self.scalar(key_node, where) if isinstance(key_node, ScalarNode) else None
-            if raw is None or (not any_keys and (isinstance(raw, bool) or not isinstance(raw, str))):
-                shown = key_node.value if isinstance(key_node, ScalarNode) else "a non-scalar"
-                hint = None
-                if isinstance(key_node, ScalarNode):
-                    hint = f"quote it: '{shown}': ..."
-                    if isinstance(raw, bool):
-                        hint += " (YAML reads yes/no/on/off/true/false as booleans)"
-                raise self.error(
-                    f"key {shown!r} must be a string" + (f" (in '{where}')" if where else ""),
-                    key_node,
-                    where or None,
-                    hint=hint,
-                )
-            k = str(raw)
-            if k in explicit:
-                first = explicit[k][0].start_mark.line + 1
-                raise self.error(
-                    f"duplicate key (first set on line {first}); YAML would silently keep only the last",
-                    key_node,
-                    f"{where}.{k}" if where else k,
-                    hint="remove one of them; to sweep several values list them once: `key: [a, b]`",
-                )
-            explicit[k] = (key_node, value_node)
-        out = {k: kv for k, kv in merged.items() if k not in explicit}
-        out.update(explicit)
-        return [(k, kn, vn) for k, (kn, vn) in out.items()]
-
-
-def _line(node: Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _NULL
-
-
 # --------------------------------------------------------------------------- sections
-def _templates(r: _Reader, node: Node, locations: dict[str, int]) -> tuple[tuple[str, str], ...]:
+def _templates(r: Reader, node: Node, locations: dict[str, int]) -> tuple[tuple[str, str], ...]:
     hint = "e.g.\ntemplate:\n    train: python train.py --lr {lr}"
-    if _is_null(node) or (isinstance(node, MappingNode) and not node.value):
+    if is_null(node) or (isinstance(node, MappingNode) and not node.value):
         raise r.error("'template' is empty: there is no command to run", node, "template", hint=hint)
     if not isinstance(node, MappingNode):
         raise r.error(
@@ -305,13 +177,13 @@ def _templates(r: _Reader, node: Node, locations: dict[str, int]) -> tuple[tuple
                     key,
                     hint=f"write {{{param}}} to insert its value",
                 )
-        locations[key] = _line(key_node)
+        locations[key] = line_of(key_node)
         out.append((name, folded))
     return tuple(out)
 
 
-def _defaults(r: _Reader, node: Node, locations: dict[str, int]) -> tuple[tuple[str, Value], ...]:
-    if _is_null(node):
+def _defaults(r: Reader, node: Node, locations: dict[str, int]) -> tuple[tuple[str, Value], ...]:
+    if is_null(node):
         return ()
     out = []
     for name, key_node, value_node in r.items(node, "default"):
@@ -326,19 +198,19 @@ def _defaults(r: _Reader, node: Node, locations: dict[str, int]) -> tuple[tuple[
                 hint=f"to sweep values, list them in a grid document after `---`: `{name}: [a, b]`",
             )
         out.append((name, r.value(value_node, key, "default value")))
-        locations[key] = _line(key_node)
+        locations[key] = line_of(key_node)
     return tuple(out)
 
 
-def _aliases(r: _Reader, node: Node, locations: dict[str, int]):
-    if _is_null(node):
+def _aliases(r: Reader, node: Node, locations: dict[str, int]):
+    if is_null(node):
         return ()
     out = []
     for name, key_node, value_node in r.items(node, "alias"):
         key = f"alias.{name}"
         if name in _RESERVED_NAMES:
             raise r.error(f"'{name}' is reserved and cannot be an alias", key_node, key)
-        if _is_null(value_node) or (isinstance(value_node, MappingNode) and not value_node.value):
+        if is_null(value_node) or (isinstance(value_node, MappingNode) and not value_node.value):
             raise r.error(
                 "an alias needs at least one choice",
                 value_node,
@@ -350,7 +222,7 @@ def _aliases(r: _Reader, node: Node, locations: dict[str, int]):
         first_choice = ""
         for choice, _, sets_node in r.items(value_node, key, any_keys=True):
             ckey = f"{key}.{choice}"
-            if _is_null(sets_node) or (isinstance(sets_node, MappingNode) and not sets_node.value):
+            if is_null(sets_node) or (isinstance(sets_node, MappingNode) and not sets_node.value):
                 raise r.error("an alias choice must set at least one param", sets_node, ckey)
             sets = []
             for param, pkey_node, pvalue_node in r.items(sets_node, ckey):
@@ -369,7 +241,7 @@ def _aliases(r: _Reader, node: Node, locations: dict[str, int]):
                     hint="add the missing params to every choice",
                 )
             choices.append((choice, tuple(sets)))
-        locations[key] = _line(key_node)
+        locations[key] = line_of(key_node)
         out.append((name, tuple(choices)))
     names = {n for n, _ in out}
     for name, choices in out:
@@ -385,7 +257,7 @@ def _aliases(r: _Reader, node: Node, locations: dict[str, int]):
     return tuple(out)
 
 
-def _slot(r: _Reader, node: Node, key: str) -> str:
+def _slot(r: Reader, node: Node, key: str) -> str:
     v = r.scalar(node, key)
     if isinstance(v, bool) or not isinstance(v, (str, int)):
         raise r.error(
@@ -400,9 +272,9 @@ def _slot(r: _Reader, node: Node, key: str) -> str:
     return text
 
 
-def _resource(r: _Reader, node: Node) -> ResourceSpec:
+def _resource(r: Reader, node: Node) -> ResourceSpec:
     hint = 'a list of slots: resource: [0, 1, "2,3"], `resource: auto`, or {gpus: auto, per_gpu: 2}'
-    if _is_null(node):
+    if is_null(node):
         return ResourceSpec(slots=("0",))
     if isinstance(node, SequenceNode):
         if not node.value:
@@ -458,8 +330,8 @@ def _resource(r: _Reader, node: Node) -> ResourceSpec:
     return ResourceSpec(**fields)
 
 
-def _slurm(r: _Reader, node: Node) -> tuple[tuple[str, object], ...] | None:
-    if _is_null(node):
+def _slurm(r: Reader, node: Node) -> tuple[tuple[str, object], ...] | None:
+    if is_null(node):
         return None
     out: list[tuple[str, object]] = []
     for name, key_node, value_node in r.items(node, "slurm"):
@@ -494,7 +366,7 @@ def _slurm(r: _Reader, node: Node) -> tuple[tuple[str, object], ...] | None:
 
 
 def _grid(
-    r: _Reader,
+    r: Reader,
     node: Node,
     index: int,
     template_names: tuple[str, ...],
@@ -589,40 +461,18 @@ def _grid(
                 hint=f"drop '{target}' from this grid or change the alias choice",
             )
     return Grid(
-        index=index, line=_line(node), params=tuple(params), title=title, commands=commands, gpus=gpus
+        index=index, line=line_of(node), params=tuple(params), title=title, commands=commands, gpus=gpus
     )
-
-
-def _compose(text: str, path: str) -> list[Node]:
-    try:
-        return list(yaml.compose_all(text, Loader=_Loader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or "invalid YAML"
-        if exc.context:
-            problem = f"{problem} ({exc.context})"
-        hint = "check indentation, unclosed brackets/quotes, and ': ' after each key"
-        if "alias" in problem:
-            hint = "a *name must refer to an &name anchor defined earlier in the same document"
-        raise SpecError(
-            f"YAML syntax error: {problem}",
-            file=path,
-            line=mark.line + 1 if mark else None,
-            column=mark.column + 1 if mark else None,
-            hint=hint,
-        ) from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"YAML error: {exc}", file=path, hint="check the file's YAML syntax") from None
 
 
 def parse_spec(text: str, path: str = "params.yaml") -> Spec:
     """Parse and validate params.yaml text. Raises SpecError naming file, line and key."""
     path = str(path)
-    docs = _compose(text, path)
+    docs = compose(text, path)
     init_hint = "run `mlrunner init` to write a documented example params.yaml"
-    if not docs or all(_is_null(d) for d in docs):
+    if not docs or all(is_null(d) for d in docs):
         raise SpecError("the file is empty", file=path, hint=init_hint)
-    r = _Reader(path)
+    r = Reader(path)
     first = docs[0]
     if not isinstance(first, MappingNode):
         raise r.error(
@@ -675,13 +525,13 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
                 )
     names = tuple(n for n, _ in templates)
     grids = tuple(
-        _grid(r, node, i, names, alias_map) for i, node in enumerate(docs[1:], 1) if not _is_null(node)
+        _grid(r, node, i, names, alias_map) for i, node in enumerate(docs[1:], 1) if not is_null(node)
     )
     if not grids:
         raise SpecError(
             "no grid document: nothing to run",
             file=path,
-            line=_line(first),
+            line=line_of(first),
             hint="add a grid after a `---` line, e.g.\n---\nlr: [0.1, 0.01]\n"
             "(`--- {}` alone runs one task with the defaults)",
         )

@@ -1,0 +1,166 @@
+"""Reading params.yaml's YAML: composed nodes with their line numbers, typed values, errors.
+
+PyYAML's composer (libyaml's when available) keeps every node's position, so a problem
+can name the file, line and key; mappings are read here with merge keys applied and
+duplicate keys rejected (PyYAML silently keeps the last). :mod:`mlrunner.spec` builds the
+:class:`~mlrunner.spec.Spec` from what this module reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import SpecError
+
+Value = str | int | float | bool
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MERGE = "tag:yaml.org,2002:merge"
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Reader:
+    """Walks composed YAML nodes of one file, turning every problem into a located SpecError."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._constructor = SafeConstructor()
+
+    def error(
+        self, message: str, node: Node | None = None, key: str | None = None, hint: str | None = None
+    ) -> SpecError:
+        line = node.start_mark.line + 1 if node is not None else None
+        return SpecError(message, file=self.path, line=line, key=key, hint=hint)
+
+    def scalar(self, node: Node, key: str) -> object:
+        """A scalar node's Python value; dates stay text; other tags are an error."""
+        if not isinstance(node, ScalarNode):
+            kind = "a mapping" if isinstance(node, MappingNode) else "a list"
+            raise self.error(f"expected a single value, found {kind}", node, key)
+        c = self._constructor
+        tag = node.tag
+        if tag in (_STR, _TIMESTAMP):
+            return node.value
+        if tag == _INT:
+            return c.construct_yaml_int(node)
+        if tag == _FLOAT:
+            return c.construct_yaml_float(node)
+        if tag == _BOOL:
+            return c.construct_yaml_bool(node)
+        if tag == _NULL:
+            return None
+        raise self.error(
+            f"unsupported YAML tag {tag!r}", node, key, hint="use plain strings, numbers or true/false"
+        )
+
+    def value(self, node: Node, key: str, what: str = "value") -> Value:
+        """A param value: str, int, float or bool (never null, a list or a mapping)."""
+        if isinstance(node, MappingNode):
+            raise self.error(
+                f"a {what} cannot be a mapping (nested mappings are not supported)",
+                node,
+                key,
+                hint="give a plain value; to set several params from one name use `alias:`",
+            )
+        if isinstance(node, SequenceNode):
+            raise self.error(
+                f"a {what} cannot be a list here",
+                node,
+                key,
+                hint="a grid lists the values of a param ONCE: `lr: [0.1, 0.01]`; "
+                "to pass a list as one value, quote it: `'1,2,3'`",
+            )
+        v = self.scalar(node, key)
+        if v is None:
+            raise self.error(
+                f"{what} is empty (null)", node, key, hint="write a value; for an empty string write ''"
+            )
+        if isinstance(v, str) and "\x00" in v:
+            raise self.error(f"{what} contains a NUL character", node, key, hint="remove the \\0")
+        return v  # type: ignore[return-value]
+
+    def items(
+        self, node: Node, where: str, *, any_keys: bool = False, _merging: tuple[Node, ...] = ()
+    ) -> list[tuple[str, Node, Node]]:
+        """(key, key node, value node) of a mapping, merge keys applied, duplicates rejected."""
+        if not isinstance(node, MappingNode):
+            raise self.error(f"'{where}' must be a mapping (key: value lines)", node, where or None)
+        if any(node is n for n in _merging):
+            raise self.error(
+                "a mapping merges itself (<<: *anchor inside its own anchor)", node, where or None
+            )
+        merged: dict[str, tuple[Node, Node]] = {}
+        explicit: dict[str, tuple[Node, Node]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for source in sources:
+                    for k, kn, vn in self.items(source, where, any_keys=any_keys, _merging=(*_merging, node)):
+                        merged.setdefault(k, (kn, vn))
+                continue
+            raw = self.scalar(key_node, where) if isinstance(key_node, ScalarNode) else None
+            if raw is None or (not any_keys and (isinstance(raw, bool) or not isinstance(raw, str))):
+                shown = key_node.value if isinstance(key_node, ScalarNode) else "a non-scalar"
+                hint = None
+                if isinstance(key_node, ScalarNode):
+                    hint = f"quote it: '{shown}': ..."
+                    if isinstance(raw, bool):
+                        hint += " (YAML reads yes/no/on/off/true/false as booleans)"
+                raise self.error(
+                    f"key {shown!r} must be a string" + (f" (in '{where}')" if where else ""),
+                    key_node,
+                    where or None,
+                    hint=hint,
+                )
+            k = str(raw)
+            if k in explicit:
+                first = explicit[k][0].start_mark.line + 1
+                raise self.error(
+                    f"duplicate key (first set on line {first}); YAML would silently keep only the last",
+                    key_node,
+                    f"{where}.{k}" if where else k,
+                    hint="remove one of them; to sweep several values list them once: `key: [a, b]`",
+                )
+            explicit[k] = (key_node, value_node)
+        out = {k: kv for k, kv in merged.items() if k not in explicit}
+        out.update(explicit)
+        return [(k, kn, vn) for k, (kn, vn) in out.items()]
+
+
+def line_of(node: Node) -> int:
+    return node.start_mark.line + 1
+
+
+def is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL
+
+
+def compose(text: str, path: str) -> list[Node]:
+    try:
+        return list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            problem = f"{problem} ({exc.context})"
+        hint = "check indentation, unclosed brackets/quotes, and ': ' after each key"
+        if "alias" in problem:
+            hint = "a *name must refer to an &name anchor defined earlier in the same document"
+        raise SpecError(
+            f"YAML syntax error: {problem}",
+            file=path,
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None,
+            hint=hint,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"YAML error: {exc}", file=path, hint="check the file's YAML syntax") from None
