@@ -38,6 +38,7 @@ from .ledger_schema import migrate, pending_migrations
 
 BUSY_TIMEOUT_S = 30.0
 CHECKPOINT_INTERVAL_S = 0.5  # Ledger.background_checkpoints
+CHECKPOINT_JOIN_S = 5.0  # how long the run's end waits for the last background checkpoint
 WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
 MIGRATION_LOCK_TIMEOUT_S = 120.0
 LEDGER_DIR_ENV = "MLRUNNER_LEDGER_DIR"
@@ -309,7 +310,8 @@ class LedgerDB:
             yield
         finally:
             done.set()
-            worker.join()
+            # the last checkpoint is a courtesy: never let it hold the run's end up
+            worker.join(CHECKPOINT_JOIN_S)
             with self._lock:
                 if self._conn is conn:
                     try:
@@ -320,6 +322,7 @@ class LedgerDB:
     def _checkpoint_loop(self, done: threading.Event, interval: float) -> None:
         try:
             conn = self._connect()
+            conn.execute("PRAGMA busy_timeout = 0")  # never wait for a lock: the next round will do
         except sqlite3.Error:
             return  # checkpoints then happen at the next autocheckpoint or close
         try:

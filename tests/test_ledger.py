@@ -633,3 +633,23 @@ def test_batch_of_reads_only_writes_nothing(tmp_path: Path) -> None:
         with sqlite3.connect(ledger.path, timeout=0.05) as other:
             other.execute("BEGIN IMMEDIATE")  # no write lock held by a batch that only read
             other.execute("ROLLBACK")
+
+
+def test_background_checkpoints_copy_the_wal_back_outside_the_writers_commits(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "out")
+    run_id = new_run(ledger)
+    ledger.register_tasks(run_id, [task(f"t{i}", tmp_path, ("train",)) for i in range(300)])
+    conn = ledger._connection()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file, the WAL empty
+    size_before = ledger.path.stat().st_size
+    with ledger.background_checkpoints(interval=0.05):
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # not in our commits
+        for i in range(300):  # ~600 KB of log tails: new pages, first written to the WAL only
+            run_attempt(ledger, run_id, f"t{i}", "train", "failed", exit_code=1, log_tail="x" * 2000)
+        deadline = time.monotonic() + 10
+        while ledger.path.stat().st_size <= size_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ledger.path.stat().st_size > size_before + 300_000  # the thread copied them back
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    assert not any(t.name == "mlrunner-checkpoint" for t in threading.enumerate())
+    assert ledger.integrity_check() == "ok"
