@@ -143,31 +143,27 @@ def _scalar(value: Any) -> str | None:
 
 
 def _simple_yaml(data: Mapping[str, Any]) -> str | None:
-    lines = []
+    lines: list[str] = []
+    return "".join(lines) if _simple_lines(data, lines, nested=True) and lines else None
+
+
+def _simple_lines(data: Mapping[str, Any], lines: list[str], nested: bool) -> bool:
+    """Append ``key: value`` lines (and, when ``nested``, one level of mappings) to ``lines``;
+    False when anything needs the dumper."""
+    indent = "" if nested else "  "
     for key, value in data.items():
         if type(key) is not str or len(key) > 100 or not _plain(key):
-            return None
-        if type(value) is dict:
-            if not value:
-                return None
+            return False
+        if nested and type(value) is dict:
             lines.append(f"{key}:\n")
-            for k, v in value.items():
-                if type(k) is not str or len(k) > 100 or not _plain(k):
-                    return None
-                text = _scalar(v)
-                if text is None:
-                    return None
-                lines.append(f"  {k}: {text}\n")
+            if not value or not _simple_lines(value, lines, nested=False):
+                return False
             continue
         text = _scalar(value)
         if text is None:
-            return None
-        lines.append(f"{key}: {text}\n")
-    return "".join(lines) if lines else None
-
-
-def write_param(exp_dir: str | os.PathLike[str], params: Mapping[str, Any]) -> None:
-    atomic_write(os.path.join(exp_dir, PARAM_FILE), param_text(params))
+            return False
+        lines.append(f"{indent}{key}: {text}\n")
+    return True
 
 
 def read_param(exp_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -194,10 +190,6 @@ def stat_text(stat: Mapping[str, str]) -> str:
     # Command names match [\w-]+ and statuses are plain words: this is valid YAML, and
     # an order of magnitude cheaper than a YAML dumper on the per-command hot path.
     return "".join(f"{name}: {STAT_WORDS.get(status, status)}\n" for name, status in stat.items())
-
-
-def write_stat(exp_dir: str | os.PathLike[str], stat: Mapping[str, str]) -> None:
-    atomic_write(os.path.join(exp_dir, STAT_FILE), stat_text(stat))
 
 
 class Writer:

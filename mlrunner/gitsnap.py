@@ -49,6 +49,7 @@ __all__ = [
     "SNAPSHOT_REF_PREFIX",
     "RestoreResult",
     "Snapshot",
+    "link_snapshot",
     "materialize",
     "read_snapshot",
     "remove_worktree",
@@ -56,7 +57,6 @@ __all__ = [
     "same_code",
     "strip_credentials",
     "take_snapshot",
-    "link_snapshot",
     "write_snapshot",
 ]
 

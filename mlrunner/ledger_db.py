@@ -60,9 +60,11 @@ _LEDGERS: weakref.WeakSet[LedgerDB] = weakref.WeakSet()
 
 
 def _reset_locks_in_child() -> None:
-    # A thread of the parent may have held a ledger's lock at fork(): it never releases it here.
+    # A thread of the parent may have held a ledger's lock at fork(), inside a batch: neither
+    # goes on here (the child gets a connection of its own).
     for ledger in list(_LEDGERS):
         ledger._lock = threading.RLock()
+        ledger._batching = ledger._batch_began = False
 
 
 if hasattr(os, "register_at_fork"):
@@ -148,8 +150,10 @@ class LedgerDB:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
-        self._batch: list[bool] | None = None  # inside batch(): [a write transaction began]
-        self._batch_thread = 0
+        # inside batch() (which holds _lock throughout, so only its thread gets here), and
+        # whether its write transaction has begun
+        self._batching = False
+        self._batch_began = False
         _LEDGERS.add(self)
         check_local_filesystem(self.dir, mounts_file)
         if not create and not self.path.is_file():
@@ -396,16 +400,15 @@ class LedgerDB:
         with the transaction if this process died inside the block.
         """
         with self._lock:
-            if self._batch is not None:  # nested: the outer block commits
+            if self._batching:  # nested: the outer block commits
                 yield
                 return
-            self._batch = [False]  # [began]
-            self._batch_thread = threading.get_ident()
+            self._batching, self._batch_began = True, False
             try:
                 yield
             finally:
-                began, self._batch = self._batch[0], None
-                if began:
+                self._batching = False
+                if self._batch_began:
                     conn = self._connection()
                     try:
                         conn.execute("COMMIT")
@@ -417,14 +420,14 @@ class LedgerDB:
     @contextmanager
     def _savepoint(self, write: bool) -> Iterator[sqlite3.Connection]:
         """One call's part of a :meth:`batch` transaction."""
-        assert self._batch is not None
-        if write and not self._batch[0]:
+        assert self._batching
+        if write and not self._batch_began:
             try:
                 self._connection().execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
                 raise self._error(e, "write") from e
-            self._batch[0] = True
-        if not self._batch[0]:  # a read before any write: a read transaction of its own
+            self._batch_began = True
+        if not self._batch_began:  # a read before any write: a read transaction of its own
             with self._own_tx(False) as conn:
                 yield conn
             return
@@ -437,7 +440,7 @@ class LedgerDB:
         """One transaction: BEGIN IMMEDIATE for writes, a consistent snapshot for reads
         (inside :meth:`batch`, a savepoint of the batch's transaction)."""
         with self._lock:
-            if self._batch is not None and self._batch_thread == threading.get_ident():
+            if self._batching:
                 with self._savepoint(write) as conn:
                     yield conn
             else:

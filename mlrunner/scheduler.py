@@ -678,7 +678,7 @@ class RunRecorder:
         return failure_class or status
 
     def close(self) -> None:
-        """Write the param and stat files still queued; raise the first that failed."""
+        """Write the delayed stat files now and stop their thread; raise a write that failed."""
         self._files.close()
 
     def _event_data(self, item: WorkItem, command: Any, resource: str | None, **extra: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 POSIX_SPAWN_SETSIGDEF = 0x04
@@ -27,6 +28,7 @@ _STRUCT_BYTES = 1024  # posix_spawnattr_t (336 bytes on x86-64 glibc), file acti
 _c_char_pp = ctypes.POINTER(ctypes.c_char_p)
 
 
+@lru_cache(maxsize=1)
 def _libc() -> Any | None:
     if not sys.platform.startswith("linux"):
         return None
@@ -76,15 +78,8 @@ def _libc() -> Any | None:
     return libc
 
 
-_LIBC: Any | None = None
-_CHECKED = False
-
-
 def available() -> bool:
-    global _LIBC, _CHECKED
-    if not _CHECKED:
-        _LIBC, _CHECKED = _libc(), True
-    return _LIBC is not None
+    return _libc() is not None
 
 
 class BashSpawner:
@@ -93,7 +88,7 @@ class BashSpawner:
     def __init__(self, bash: str, close_fds: Sequence[int]) -> None:
         if not available():
             raise OSError("posix_spawn through ctypes is not available here")
-        self._libc = libc = _LIBC
+        self._libc = libc = _libc()
         self._bash = os.fsencode(bash)
         self._close = list(close_fds)
         self._attr = ctypes.create_string_buffer(_STRUCT_BYTES)

@@ -135,30 +135,39 @@ class _Spawner:
             if here:
                 self.bash = shutil.which("bash", path=env.get("PATH", os.defpath))
 
-    def spawn(self, text: str, log: os.PathLike[str], env: Mapping[str, str]) -> tuple[Any, int | None]:
-        """The child, and its start time (clock ticks since boot) when known without /proc."""
+    def spawn(
+        self, text: str, log: os.PathLike[str], env: Mapping[str, str], via: Any = None, env_key: Any = None
+    ) -> tuple[Any, int | None]:
+        """The child, and its start time (clock ticks since boot) when known without /proc.
+
+        ``via``: a :class:`.cspawn.BashSpawner` to spawn through (the spawn thread's), with
+        ``env_key`` naming ``env`` for its cache; only where ``self.bash`` is set.
+        """
         before = procs.boot_clock_ns()
-        proc = self._spawn(text, log, env)
+        proc = self._spawn(text, log, env, via, env_key)
         return proc, procs.start_time_between(before, procs.boot_clock_ns())
 
-    def _spawn(self, text: str, log: os.PathLike[str], env: Mapping[str, str]) -> Any:
+    def _spawn(self, text: str, log: os.PathLike[str], env: Mapping[str, str], via: Any, env_key: Any) -> Any:
         if self.bash is None:
             return procs.spawn(text, log_path=log, env=env, cwd=self.cwd, tee=self.tee)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
-            pid = os.posix_spawn(
-                self.bash,
-                ["bash", "-c", text],
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, fd, 1),
-                    (os.POSIX_SPAWN_DUP2, fd, 2),
-                    *self.closes,
-                ],
-                setsid=True,
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # as Popen's restore_signals
-            )
+            if via is not None:
+                pid = via.spawn(text, fd, via.envp(env_key, env))
+            else:
+                pid = os.posix_spawn(
+                    self.bash,
+                    ["bash", "-c", text],
+                    env,
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, fd, 1),
+                        (os.POSIX_SPAWN_DUP2, fd, 2),
+                        *self.closes,
+                    ],
+                    setsid=True,
+                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # as Popen's restore_signals
+                )
         finally:
             os.close(fd)
         return _Child(pid)
@@ -173,6 +182,7 @@ class _SpawnThread:
         from . import cspawn
 
         assert spawner.bash is not None
+        self.spawner = spawner
         self.c = cspawn.BashSpawner(spawner.bash, spawner.inherited)
         self.results = results
         self.wake = wake
@@ -194,18 +204,11 @@ class _SpawnThread:
                 return
             job, text, log, env, key = work
             try:
-                envp = self.c.envp(key, env)
-                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-                try:
-                    before = procs.boot_clock_ns()
-                    pid = self.c.spawn(text, fd, envp)
-                    started = procs.start_time_between(before, procs.boot_clock_ns())
-                finally:
-                    os.close(fd)
+                proc, started = self.spawner.spawn(text, log, env, via=self.c, env_key=key)
             except BaseException as exc:  # the loop raises it
                 self.results.put((job, None, None, exc))
             else:
-                self.results.put((job, pid, started, None))
+                self.results.put((job, proc, started, None))
             self.wake()
 
 
@@ -264,7 +267,8 @@ class _Loop:
         os.set_blocking(self.wake_w, False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
         self.pidfds = hasattr(os, "pidfd_open")
-        self.spawned: queue.SimpleQueue[tuple[_Job, int | None, int | None, BaseException | None]]
+        # (job, its _Child, start time, None) or (job, None, None, the spawn's error)
+        self.spawned: queue.SimpleQueue[tuple[_Job, _Child | None, int | None, BaseException | None]]
         self.spawned = queue.SimpleQueue()
         self.spawn_thread: _SpawnThread | None = None
         # Measured on the dispatch benchmark (2 cores): with more than 2 slots the loop has
@@ -438,12 +442,13 @@ class _Loop:
         self._started(job, proc, started)
 
     def _take_spawned(self) -> None:
-        for job, pid, started, exc in _drain(self.spawned):
+        for job, proc, started, exc in _drain(self.spawned):
             job.launching = False
-            if exc is not None or pid is None:
+            if proc is None:
                 self._finish(job)
-                raise exc if exc is not None else RuntimeError("spawn returned no pid")
-            self._started(job, _Child(pid), started)
+                assert exc is not None  # a result has a proc or an error
+                raise exc
+            self._started(job, proc, started)
 
     def _started(self, job: _Job, proc: Any, started: int | None) -> None:
         """The job's command runs: watch it, record its start."""
@@ -570,11 +575,11 @@ class _Loop:
         try:
             if self.spawn_thread is not None:
                 self.spawn_thread.close()  # a spawn in flight completes; nothing more is taken
-                for job, pid, _, _ in _drain(self.spawned):
+                for job, proc, _, _ in _drain(self.spawned):
                     job.launching = False
-                    if pid is not None:  # started but never recorded: it goes down with the rest
-                        job.proc = _Child(pid)
-                        self.running[pid] = job
+                    if proc is not None:  # started but never recorded: it goes down with the rest
+                        job.proc = proc
+                        self.running[proc.pid] = job
             for pid in self.running:
                 self.known.setdefault(pid, procs.descendants(pid))
             while self.running:
