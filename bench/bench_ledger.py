@@ -30,7 +30,7 @@ from typing import Any
 
 from mlrunner.errors import LedgerError
 from mlrunner.ledger import Ledger
-from mlrunner.ledger_schema import refresh_all_task_progress
+from mlrunner.ledger.schema import refresh_all_task_progress
 
 SPAWN = mp.get_context("spawn")
 

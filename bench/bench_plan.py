@@ -68,7 +68,7 @@ OURS_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from mlrunner.spec import load_spec
-    from mlrunner.sweep import plan
+    from mlrunner.plan import plan
     t = time.perf_counter()
     p = plan(load_spec(sys.argv[1]), output="output", time="20240101.120000")
     print(time.perf_counter() - t, len(p.tasks))

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlrunner.gitsnap import take_snapshot, write_snapshot
+from mlrunner.snapshot import take_snapshot, write_snapshot
 
 ENV = {
     **os.environ,
@@ -111,7 +111,7 @@ def main() -> None:
         take_snapshot(repo, work_dir=tmp / "runs" / "first")  # pays the GitPython import ("cold" below)
         cold_code = (
             "import sys, time; t = time.perf_counter(); "
-            "from mlrunner.gitsnap import take_snapshot; "
+            "from mlrunner.snapshot.record import take_snapshot; "
             "take_snapshot(sys.argv[1], work_dir=sys.argv[2]); print(time.perf_counter() - t)"
         )
         # Interleaved, so that the baseline and the snapshot see the same machine load.

@@ -6,7 +6,7 @@ Interleaved repetitions of, each a fresh process of this interpreter's console s
   dependencies pays);
 - ``run --help``;
 - ``mlrunner ledger ls -o OUT`` and ``mlrunner status -o OUT`` on a ledger with 100k
-  attempts (``--quick``: 20k). The ledger is built with the ``mlrunner.ledger.Ledger`` API
+  attempts (``--quick``: 20k). The ledger is built with the ``mlrunner.ledger.store.Ledger`` API
   (10 runs, ``register_tasks``, ``start_attempt``/``end_attempt`` per attempt, ~1 ms each)
   and cached under ``bench/.cache/`` keyed by the ledger's source, then copied to a
   temporary dir for every benchmark run.
@@ -56,7 +56,7 @@ COMMANDS = ("train", "test")
 CHECK_SCRIPT = """
 import contextlib, io, json, sys
 which, argv = sys.argv[1], sys.argv[2:]
-from mlrunner import cli
+from mlrunner.cli import app as cli
 sys.argv = argv
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
@@ -125,8 +125,8 @@ def build_ledger(output: Path, n_attempts: int) -> None:
 
 def cached_ledger(n_attempts: int) -> Path:
     """The cached output dir holding a built ledger (built on first use)."""
-    sources = ("ledger", "ledger_db", "ledger_schema")
-    digest = source_digest(*(ROOT / "mlrunner" / f"{name}.py" for name in sources))
+    sources = ("store", "db", "schema")
+    digest = source_digest(*(ROOT / "mlrunner" / "ledger" / f"{name}.py" for name in sources))
     final = cache_dir() / f"ledger-{n_attempts}-{digest}"
     if (final / "output" / ".mlrunner" / "ledger.db").is_file():
         print(f"  ledger with {n_attempts} attempts: cached in {final}")

@@ -1,114 +1,17 @@
-"""Shared fixtures: run the real CLI in a subprocess, in a scratch project dir."""
+"""Shared fixtures; the helpers themselves live in tests/helpers.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-FAKE_BIN = Path(__file__).resolve().parent / "fake_bin"
-
-# The seed README's params.yaml example, as users copy it (comments and blank lines included).
-README_EXAMPLE = """\
----
-# All commands for each experiment with params to be filled specified as `{param}` or `[param]`
-template:
-  train: >
-    python train.py data-bin/{data} --save-dir {_output} --norm {norm} [moment] [early-stop]
-
-  avg: >
-    python checkpoint_avg.py --inputs {_output} --num 5 --output {_output}/avg.pt
-
-  test: >
-    python generate.py data-bin/{data} --beam 5 --path {_output}/avg.pt
-
-default:
-  data: iwslt14
-  norm: batch
-  moment: 0.1
-  early-stop: False
-
-resource: [ 0, 1, 2, 3 ]
-
----
-norm: [ new, batch ]
-moment: [ 0.1, 0.05 ]
-
----
-norm: [ batch ]
-early-stop: [ True, False ]
-"""
+from helpers import Project, old_mlrunner_python
 
 
-def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("GIT_AUTHOR_NAME", "t")
-    env.setdefault("GIT_AUTHOR_EMAIL", "t@example.invalid")
-    env.setdefault("GIT_COMMITTER_NAME", "t")
-    env.setdefault("GIT_COMMITTER_EMAIL", "t@example.invalid")
-    if extra:
-        env.update(extra)
-    return env
-
-
-def mlrunner_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mlrunner", *args]
-
-
-def run_argv(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from mlrunner.cli import run_main; run_main()", *args]
-
-
-class Project:
-    """A scratch dir with a params.yaml; helpers to run `run` / `mlrunner` in it."""
-
-    def __init__(self, path: Path, lock_dir: Path) -> None:
-        self.path = path
-        self.env = cli_env({"MLRUNNER_GPU_LOCK_DIR": str(lock_dir)})
-
-    def write(self, text: str, name: str = "params.yaml") -> Path:
-        p = self.path / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(textwrap.dedent(text))
-        return p
-
-    def run(
-        self, *args: str, timeout: float = 60, check: int | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            run_argv(*args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check is not None:
-            assert res.returncode == check, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-        return res
-
-    def mlrunner(
-        self, *args: str, timeout: float = 60, check: int | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            mlrunner_argv(*args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check is not None:
-            assert res.returncode == check, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-        return res
-
-    def popen(self, *args: str, **kw: object) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            run_argv(*args),
-            cwd=self.path,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            **kw,  # type: ignore[arg-type]
-        )
+@pytest.fixture(scope="session")
+def old_python() -> Path:
+    """mlrunner 0.5.9's interpreter (see helpers.old_mlrunner_python): fails, never skips."""
+    return old_mlrunner_python()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlrunner.backends import cspawn
+from mlrunner.backends.local import cspawn
 
 BASH = shutil.which("bash") or "/bin/bash"
 

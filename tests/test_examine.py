@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import Project
+from helpers import ROOT, Project
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
@@ -29,15 +29,14 @@ from mlrunner.examine import (
     ExamineWarning,
     Experiment,
     cli_table,
-    fastyaml,
     latest_log,
     parse_regex_options,
     records,
 )
 from mlrunner.examine.identity import parser_token
 from mlrunner.examine.parsers import RegexParser
+from mlrunner.expdir import fastyaml
 
-OLD_PYTHON = Path("/tmp/old/bin/python")
 TIME = "20220316.030151"
 HOUR_AGO = time.time() - 3600
 
@@ -202,11 +201,13 @@ def our_golden_tables(output: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[st
     return examiner.table(), examiner.table(concise=False), list(examiner.experiments)
 
 
-def old_golden_tables(output: Path, tmp_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def old_golden_tables(
+    old_python: Path, output: Path, tmp_path: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     script = tmp_path / "old_examine.py"
     script.write_text(
         "import pickle, sys, mlrunner\nfrom mlrunner.examine import Examiner, latest_log\n"
-        "assert mlrunner.__file__.startswith('/tmp/old/'), mlrunner.__file__\n"
+        f"assert not mlrunner.__file__.startswith({str(ROOT)!r}), mlrunner.__file__\n"
         + GOLDEN_PARSER
         + textwrap.dedent(
             """
@@ -220,7 +221,7 @@ def old_golden_tables(output: Path, tmp_path: Path) -> tuple[pd.DataFrame, pd.Da
     )
     result = tmp_path / "old.pkl"
     proc = subprocess.run(
-        [str(OLD_PYTHON), str(script), str(output), str(result)],
+        [str(old_python), str(script), str(output), str(result)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -236,7 +237,7 @@ def by_name(df: pd.DataFrame, names: list[str], order: list[str]) -> pd.DataFram
     return df.iloc[[pos[n] for n in order]].reset_index(drop=True)
 
 
-def test_golden_table_matches_hard_coded_and_0_5_9(tmp_path: Path) -> None:
+def test_golden_table_matches_hard_coded_and_0_5_9(tmp_path: Path, old_python: Path) -> None:
     output = golden_output(tmp_path)
     concise, full, names = our_golden_tables(output)
     assert names == ["A", "B", "C", "D x", "E", "F-empty-param"]
@@ -270,11 +271,11 @@ def test_golden_table_matches_hard_coded_and_0_5_9(tmp_path: Path) -> None:
     assert full["only_here"].tolist()[3] == "v"
     assert full["fixed"].tolist()[:5] == [3, 3, 3, 3, 3]
 
-    if OLD_PYTHON.exists():  # and the same tables as 0.5.9's own Examiner, row for row
-        old_concise, old_full, old_names = old_golden_tables(output, tmp_path)
-        assert sorted(old_names) == names
-        assert_frame_equal(by_name(old_concise, old_names, names), concise)
-        assert_frame_equal(by_name(old_full, old_names, names), full)
+    # and the same tables as 0.5.9's own Examiner, row for row
+    old_concise, old_full, old_names = old_golden_tables(old_python, output, tmp_path)
+    assert sorted(old_names) == names
+    assert_frame_equal(by_name(old_concise, old_names, names), concise)
+    assert_frame_equal(by_name(old_full, old_names, names), full)
 
 
 def test_workers_match_serial_on_golden_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

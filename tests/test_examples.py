@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import ROOT, Project
+from helpers import ROOT, Project
 
 
 def test_quickstart_sweep_ledger_and_table(project: Project) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlrunner import expfiles
+from mlrunner.expdir import files as expfiles
 
 HOSTILE = [
     "plain",

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlrunner import gitsnap
 from mlrunner.errors import RestoreError, SnapshotError
-from mlrunner.gitsnap import (
+from mlrunner.snapshot import (
     Snapshot,
     materialize,
     read_snapshot,
@@ -26,6 +25,7 @@ from mlrunner.gitsnap import (
     take_snapshot,
     write_snapshot,
 )
+from mlrunner.snapshot import record as gitsnap
 
 IGNORED = b"IGNORED-SECRET-CONTENT"
 
@@ -588,7 +588,9 @@ def test_capture_failure_degrades_to_head_only(tmp_path: Path) -> None:
 
 
 def test_importing_gitsnap_does_not_import_gitpython() -> None:
-    code = "import sys, mlrunner.gitsnap; print(sorted(m for m in ('git', 'yaml') if m in sys.modules))"
+    code = (
+        "import sys, mlrunner.snapshot.record; print(sorted(m for m in ('git', 'yaml') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

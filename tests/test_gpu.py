@@ -1,4 +1,4 @@
-"""mlrunner.gpu: nvidia-smi discovery (through a fake nvidia-smi), share locks, OOM triage."""
+"""mlrunner.resources.gpus: nvidia-smi discovery (through a fake nvidia-smi), share locks, OOM triage."""
 
 from __future__ import annotations
 
@@ -14,9 +14,15 @@ from pathlib import Path
 import pytest
 from fake_gpus import install_fake_nvidia_smi, write_table
 
-from mlrunner import gpu
 from mlrunner.errors import MlrunnerError, ResourceError
-from mlrunner.gpu import GpuInfo, NvidiaSmiNotFound, ShareLock, classify_failure, query_gpus
+from mlrunner.resources import (
+    GpuInfo,
+    NvidiaSmiNotFound,
+    ShareLock,
+    classify_failure,
+    query_gpus,
+)
+from mlrunner.resources import gpus as gpu
 
 # --- discovery -----------------------------------------------------------------------------
 
@@ -166,7 +172,7 @@ def test_a_killed_holder_frees_its_share(tmp_path: Path) -> None:
     holder = textwrap.dedent(
         f"""
         import sys, time
-        from mlrunner.gpu import ShareLock
+        from mlrunner.resources import ShareLock
         lock = ShareLock.try_take({lock_dir!r}, 1, 0)
         print("held" if lock else "busy", flush=True)
         time.sleep(600)
@@ -185,9 +191,9 @@ def test_a_killed_holder_frees_its_share(tmp_path: Path) -> None:
 
 
 def test_allocator_names_are_reexported() -> None:
-    from mlrunner.gpu import Allocation, SlotAllocator
-    from mlrunner.slots import Allocation as A2
-    from mlrunner.slots import SlotAllocator as S2
+    from mlrunner.resources import Allocation, SlotAllocator
+    from mlrunner.resources import Allocation as A2
+    from mlrunner.resources import SlotAllocator as S2
 
     assert (Allocation, SlotAllocator) == (A2, S2)
     with pytest.raises(AttributeError):

@@ -8,8 +8,8 @@ import re
 import sys
 from pathlib import Path
 
-from conftest import FAKE_BIN, Project
 from fake_gpus import FOUR_GPUS, write_table
+from helpers import FAKE_BIN, Project
 
 # every command records when it ran and on which GPUs
 RECORD = (
@@ -104,7 +104,7 @@ def test_two_runners_in_different_dirs_never_share_a_gpu(project: Project, tmp_p
     project.write(text, "two/params.yaml")
     import subprocess
 
-    from conftest import run_argv
+    from helpers import run_argv
 
     procs = [
         subprocess.Popen(run_argv(), cwd=project.path / d, env=project.env, stdout=subprocess.PIPE, text=True)

@@ -154,7 +154,7 @@ def test_create_get_update_run(tmp_path: Path) -> None:
 
 def test_run_of_a_dead_runner_reads_lost_and_resume_reclaims_it(tmp_path: Path) -> None:
     code = (
-        "import sys; from mlrunner.ledger import Ledger\n"
+        "import sys; from mlrunner.ledger.store import Ledger\n"
         "L = Ledger(sys.argv[1])\n"
         "print(L.create_run(argv=[], cwd='.', params_path=None, params_text=None, options={},\n"
         "                   snapshot=None))\n"

@@ -15,7 +15,7 @@ from typing import Any
 
 from mlrunner import procs
 from mlrunner.ledger import Ledger
-from mlrunner.ledger_schema import MIGRATIONS
+from mlrunner.ledger.schema import MIGRATIONS
 
 SPAWN = mp.get_context("spawn")
 
@@ -95,7 +95,7 @@ def test_four_processes_racing_for_claims_each_task_claimed_once(tmp_path: Path)
 def test_claim_of_a_live_holder_is_refused_until_it_dies(tmp_path: Path) -> None:
     output = str(tmp_path / "out")
     code = (
-        "import sys; from mlrunner.ledger import Ledger\n"
+        "import sys; from mlrunner.ledger.store import Ledger\n"
         "L = Ledger(sys.argv[1]); print(L.claim_task('x', 1), flush=True); sys.stdin.read()\n"
     )
     holder = subprocess.Popen(

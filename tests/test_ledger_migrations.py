@@ -16,7 +16,7 @@ import pytest
 from mlrunner import procs
 from mlrunner.errors import LedgerVersionError
 from mlrunner.ledger import Ledger, ledger_path
-from mlrunner.ledger_schema import MIGRATIONS, applied_migrations, migrate
+from mlrunner.ledger.schema import MIGRATIONS, applied_migrations, migrate
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,4 +1,4 @@
-"""The local backend's event loop (mlrunner.backends.local): real processes, real signals,
+"""The local backend's event loop (mlrunner.backends.local.loop): real processes, real signals,
 real slot allocators (fixed slots, and the GPU pool over the fake nvidia-smi)."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import yaml
 from fake_gpus import install_fake_nvidia_smi
 
 from mlrunner import procs
-from mlrunner.backends import local
 from mlrunner.backends.base import RunOptions, WorkItem
 from mlrunner.backends.local import LocalBackend
-from mlrunner.scheduler import Runner, RunRequest
-from mlrunner.slots import SlotAllocator
+from mlrunner.backends.local import loop as local
+from mlrunner.plan import Command, Task
+from mlrunner.resources import SlotAllocator
+from mlrunner.run import Runner, RunRequest
 from mlrunner.spec import ResourceSpec
-from mlrunner.sweep import Command, Task
 
 HANG_GUARD_S = 60  # a hang guard, not a timing assertion
 

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import Project
+from helpers import Project
 
 from mlrunner import procs
 

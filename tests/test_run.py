@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import yaml
-from conftest import ROOT, Project
+from helpers import ROOT, Project
 
 README_DIR = ROOT / "examples" / "readme"
 
@@ -233,7 +233,7 @@ def test_help_does_not_import_heavy_modules(project: Project) -> None:
     code = (
         "import sys\n"
         "sys.argv = ['run', '--help']\n"
-        "from mlrunner.cli import run_main\n"
+        "from mlrunner.cli.app import run_main\n"
         "try:\n    run_main()\nexcept SystemExit:\n    pass\n"
         "bad = [m for m in ('pandas', 'git', 'submitit', 'rich') if m in sys.modules]\n"
         "print('HEAVY', bad)\n"
@@ -270,7 +270,7 @@ def test_live_display_on_a_terminal(project: Project) -> None:
     import pty
     import subprocess
 
-    from conftest import run_argv
+    from helpers import run_argv
 
     project.write(
         """

@@ -1,4 +1,4 @@
-"""mlrunner.slots.SlotAllocator: fixed 0.5.9 slots and the GPU pool with machine-wide shares.
+"""mlrunner.resources.slots.SlotAllocator: fixed 0.5.9 slots and the GPU pool with machine-wide shares.
 
 GPU tests run against tests/fake_bin/nvidia-smi with 4 GPUs, GPU 3 nearly full, and run real
 bash commands that write their CUDA_VISIBLE_DEVICES and start/end times.
@@ -29,8 +29,7 @@ from fake_gpus import (
 )
 
 from mlrunner.errors import ResourceError
-from mlrunner.gpu import NvidiaSmiNotFound, ShareLock
-from mlrunner.slots import Allocation, SlotAllocator
+from mlrunner.resources import Allocation, NvidiaSmiNotFound, ShareLock, SlotAllocator
 from mlrunner.spec import ResourceSpec
 
 TEN_GIB = 10 * MIB_PER_GIB
@@ -333,7 +332,7 @@ def test_stop_while_waiting_returns_none_and_leaks_nothing(fake_smi: Path, lock_
 RUNNER = textwrap.dedent(
     """
     import os, subprocess, sys, threading, time
-    from mlrunner.slots import SlotAllocator
+    from mlrunner.resources import SlotAllocator
     from mlrunner.spec import ResourceSpec
 
     lock_dir, out, tasks, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -388,7 +387,7 @@ def test_two_runner_processes_never_overlap_on_a_gpu(fake_smi: Path, lock_dir: s
 HOLDER = textwrap.dedent(
     """
     import sys, threading
-    from mlrunner.slots import SlotAllocator
+    from mlrunner.resources import SlotAllocator
     from mlrunner.spec import ResourceSpec
 
     allocator = SlotAllocator(ResourceSpec(slots=None, gpus=(0, 1), per_gpu=1), lock_dir=sys.argv[1])

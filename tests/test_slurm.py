@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from slurm_support import slurm_cluster, squeue_ids
 
-from mlrunner.backends import slurm_job
 from mlrunner.backends.base import RunOptions, WorkItem
-from mlrunner.backends.slurm import Registry, SlurmBackend
+from mlrunner.backends.slurm import job as slurm_job
+from mlrunner.backends.slurm.backend import Registry, SlurmBackend
 from mlrunner.errors import BackendError
+from mlrunner.plan import Command, Task, plan
 from mlrunner.spec import parse_spec
-from mlrunner.sweep import Command, Task, plan
 
 pytestmark = pytest.mark.slurm
 __all__ = ["slurm_cluster"]  # the fixture, imported for pytest

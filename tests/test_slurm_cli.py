@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project
+from helpers import Project
 from slurm_support import registry, slurm_cluster, squeue_ids, wait_until_gone
 
-from mlrunner.backends import slurm_job
+from mlrunner.backends.slurm import job as slurm_job
 
 pytestmark = pytest.mark.slurm
 __all__ = ["slurm_cluster"]  # the fixture, imported for pytest

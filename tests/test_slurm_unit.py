@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from mlrunner import procs
-from mlrunner.backends import slurm_job
 from mlrunner.backends.base import RunOptions
-from mlrunner.backends.slurm import (
+from mlrunner.backends.slurm import job as slurm_job
+from mlrunner.backends.slurm.backend import (
     JobState,
     SlurmBackend,
     command_status,
@@ -141,7 +141,8 @@ def test_no_slurm_client_on_path_is_a_backend_error(tmp_path: Path, monkeypatch:
 
 def test_importing_the_backend_does_not_import_submitit() -> None:
     code = (
-        "import sys, mlrunner.backends.slurm, mlrunner.backends.slurm_job; print('submitit' in sys.modules)"
+        "import sys, mlrunner.backends.slurm.backend, mlrunner.backends.slurm.job\n"
+        "print('submitit' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
@@ -237,7 +238,7 @@ def _job(
         "commands": [{"name": n, "text": t, "log_path": str(exp / f"log.{n}")} for n, t in commands],
     }
     code = (
-        "import json, sys\nfrom mlrunner.backends.slurm_job import run_task\n"
+        "import json, sys\nfrom mlrunner.backends.slurm.job import run_task\n"
         "print(json.dumps(run_task(json.loads(sys.argv[1]))))"
     )
     full_env = dict(os.environ)
@@ -341,7 +342,7 @@ def test_job_that_cannot_start_a_command_records_why(tmp_path: Path) -> None:
         "commands": [{"name": "train", "text": "true", "log_path": str(payload_log)}],
     }
     code = (
-        "import json, sys\nfrom mlrunner.backends.slurm_job import run_task as r\nr(json.loads(sys.argv[1]))"
+        "import json, sys\nfrom mlrunner.backends.slurm.job import run_task as r\nr(json.loads(sys.argv[1]))"
     )
     assert subprocess.run([sys.executable, "-c", code, json.dumps(payload)], cwd=ROOT).returncode == 127
     record = slurm_job.read_results(exp / slurm_job.RESULTS_DIR, "abc-1")[0]

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import Project
+from helpers import Project
 
 
 def git(cwd: Path, *args: str, env: dict[str, str]) -> str:

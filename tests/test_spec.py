@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import README_EXAMPLE
+from helpers import README_EXAMPLE
 
 from mlrunner.errors import SpecError, UsageError
 from mlrunner.spec import (

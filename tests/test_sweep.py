@@ -14,13 +14,12 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import README_EXAMPLE
+from helpers import README_EXAMPLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlrunner.errors import SpecError, UsageError
-from mlrunner.spec import parse_spec
-from mlrunner.sweep import (
+from mlrunner.plan import (
     EMPTY_NAME,
     Command,
     experiment_name,
@@ -30,8 +29,8 @@ from mlrunner.sweep import (
     safe_name,
     shell_line,
 )
+from mlrunner.spec import parse_spec
 
-OLD_PYTHON = Path("/tmp/old/bin/python")  # mlrunner 0.5.9, where the dev environment has it
 TIME = "20240102.030405"
 
 
@@ -167,28 +166,28 @@ def _random_case(rng: random.Random) -> dict:
     return case
 
 
-def test_names_match_059(name_cwd: Path) -> None:
+def test_names_match_059(name_cwd: Path, old_python: Path) -> None:
     cases = [c for c, _ in GOLDEN]
     expected = [n for _, n in GOLDEN]
     rng = random.Random(20240102)
     extra = [_random_case(rng) for _ in range(300)]
-    if OLD_PYTHON.exists():  # also ask 0.5.9 itself, the golden table included
-        script = (
-            "import json, sys\n"
-            "from mlrunner.utils.misc import spec2name\n"
-            "print(json.dumps([spec2name(c, 100) for c in json.load(sys.stdin)]))\n"
-        )
-        out = subprocess.run(
-            [str(OLD_PYTHON), "-c", script],
-            input=json.dumps(cases + extra),
-            capture_output=True,
-            text=True,
-            cwd=name_cwd,
-            check=True,
-        ).stdout
-        live = json.loads(out)
-        assert live[: len(cases)] == expected
-        cases, expected = cases + extra, live
+    # also ask 0.5.9 itself, the golden table included
+    script = (
+        "import json, sys\n"
+        "from mlrunner.utils.misc import spec2name\n"
+        "print(json.dumps([spec2name(c, 100) for c in json.load(sys.stdin)]))\n"
+    )
+    out = subprocess.run(
+        [str(old_python), "-c", script],
+        input=json.dumps(cases + extra),
+        capture_output=True,
+        text=True,
+        cwd=name_cwd,
+        check=True,
+    ).stdout
+    live = json.loads(out)
+    assert live[: len(cases)] == expected
+    cases, expected = cases + extra, live
     assert [legacy_name(c) for c in cases] == expected
     for case, name in zip(cases, expected, strict=True):
         ours = experiment_name(case)
@@ -216,7 +215,7 @@ def test_unsafe_names_are_sanitised_with_a_hash_suffix(name_cwd: Path) -> None:
 def test_names_are_stable_across_processes(name_cwd: Path) -> None:
     cases = [{"k": "a\nb"}, {f"k{i}": "v" * 100 for i in range(5)}, {"norm": "new"}, {"/": True}]
     script = (
-        "import json, sys\nfrom mlrunner.sweep import experiment_name\n"
+        "import json, sys\nfrom mlrunner.plan.expand import experiment_name\n"
         "print(json.dumps([experiment_name(c) for c in json.load(sys.stdin)]))\n"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")
@@ -616,7 +615,7 @@ def test_sample_is_reproducible_and_keeps_plan_order() -> None:
     assert a[:7] == [t.name for t in make_plan(text, sample=7, seed=3, title=None).tasks][:7]
     # the same in another process (no dependence on hash randomisation)
     script = (
-        "import sys, textwrap\nfrom mlrunner.spec import parse_spec\nfrom mlrunner.sweep import plan\n"
+        "import sys, textwrap\nfrom mlrunner.spec import parse_spec\nfrom mlrunner.plan import plan\n"
         "p = plan(parse_spec(textwrap.dedent(sys.stdin.read())), sample=7, seed=3, time='t')\n"
         "print(' '.join(t.name for t in p.tasks))\n"
     )

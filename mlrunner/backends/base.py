@@ -1,6 +1,6 @@
 """The one small interface every backend implements.
 
-The scheduler (``mlrunner.scheduler``) plans, opens the ledger, snapshots git, decides
+The scheduler (``mlrunner.run.runner``) plans, opens the ledger, snapshots git, decides
 what is unfinished, and hands a list of :class:`WorkItem` to ``Backend.execute`` with a
 :class:`Recorder`. The backend decides *where and when* each item's commands run (a
 local slot, a Slurm job) and reports every start and end to the recorder, which writes
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..sweep import Command, Task
+    from mlrunner.plan import Command, Task
 
 
 @dataclass

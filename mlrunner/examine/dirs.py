@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from mlrunner.errors import ExamineError
-from mlrunner.examine import fastyaml
+from mlrunner.expdir import fastyaml
 
 try:  # libyaml's loader is ~8x faster than the pure-Python one
     from yaml import CSafeLoader as _SafeLoader

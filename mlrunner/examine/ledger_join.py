@@ -1,7 +1,7 @@
 """Ledger columns for the table: what the runner recorded about each experiment dir.
 
 Joined on ``os.path.realpath(experiment dir)`` with
-:meth:`mlrunner.ledger.Ledger.experiment_summary`. Dirs the ledger does not know (0.5.9
+:meth:`mlrunner.ledger.store.Ledger.experiment_summary`. Dirs the ledger does not know (0.5.9
 runs, or output trees without a ledger) get missing values (NaN / <NA> / NaT / None).
 """
 

@@ -1,6 +1,6 @@
 """Which slot (and which GPUs) a task runs on: :class:`SlotAllocator`.
 
-Two modes, chosen by the :class:`~mlrunner.spec.ResourceSpec`:
+Two modes, chosen by the :class:`~mlrunner.spec.model.ResourceSpec`:
 
 *Fixed slots* (the 0.5.9 list ``resource: [0, 0, "1,2"]``, ``-r 0 -r 1``): every entry
 is one slot and ``CUDA_VISIBLE_DEVICES`` is its text. Repeating an index shares that GPU;
@@ -16,7 +16,7 @@ against nvidia-smi when it exists). ``capacity`` is ``per_gpu`` times the number
 GPUs with at least min_free_memory free at start. A task needing ``n`` GPUs gets ``n``
 distinct GPUs with one free share each; GPUs with less than min_free_memory free (asked
 of nvidia-smi at most once a second) are skipped. Each share a task uses is a kernel lock
-on ``<lock_dir>/gpu<i>.share<k>.lock`` (:class:`mlrunner.gpu.ShareLock`), so runners of
+on ``<lock_dir>/gpu<i>.share<k>.lock`` (:class:`mlrunner.resources.gpus.ShareLock`), so runners of
 different projects on one machine (same lock_dir, same per_gpu) never put more than
 ``per_gpu`` tasks on a GPU between them, and a crashed runner's shares free themselves.
 Less-loaded GPUs are preferred (then more free memory, then lower index).
@@ -43,11 +43,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import ResourceError
-from .gpu import GpuInfo, NvidiaSmiNotFound, ShareLock, default_lock_dir, ensure_lock_dir, query_gpus
+from mlrunner.errors import ResourceError
+from mlrunner.resources.gpus import (
+    GpuInfo,
+    NvidiaSmiNotFound,
+    ShareLock,
+    default_lock_dir,
+    ensure_lock_dir,
+    query_gpus,
+)
 
 if TYPE_CHECKING:
-    from .spec import ResourceSpec
+    from mlrunner.spec import ResourceSpec
 
 
 @dataclass(frozen=True)

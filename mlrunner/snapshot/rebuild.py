@@ -14,9 +14,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import RestoreError, SnapshotError
-from .gitcapture import SNAPSHOT_REF_PREFIX, GitFailed, commit_tree, git_env, run_git
-from .gitsnap import Snapshot, read_snapshot
+from mlrunner.errors import RestoreError, SnapshotError
+from mlrunner.snapshot.capture import SNAPSHOT_REF_PREFIX, GitFailed, commit_tree, git_env, run_git
+from mlrunner.snapshot.record import Snapshot, read_snapshot
 
 
 @dataclass(frozen=True)

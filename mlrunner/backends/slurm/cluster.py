@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BackendError, SpecError, did_you_mean
-from ..spec import SLURM_KEYS  # the one list of valid `slurm:` keys
+from mlrunner.errors import BackendError, SpecError, did_you_mean
+from mlrunner.spec import SLURM_KEYS  # the one list of valid `slurm:` keys
 
 INSTALL_HINT = "pip install 'mlrunner[slurm]'"
 # sbatch options mlrunner sets itself: passing them through would break result tracking

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import procs
+from mlrunner import procs
 
 RESULTS_DIR = ".mlrunner-results"
 RESULT_VERSION = 1

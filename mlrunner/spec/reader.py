@@ -2,8 +2,8 @@
 
 PyYAML's composer (libyaml's when available) keeps every node's position, so a problem
 can name the file, line and key; mappings are read here with merge keys applied and
-duplicate keys rejected (PyYAML silently keeps the last). :mod:`mlrunner.spec` builds the
-:class:`~mlrunner.spec.Spec` from what this module reads.
+duplicate keys rejected (PyYAML silently keeps the last). :mod:`mlrunner.spec.model` builds the
+:class:`~mlrunner.spec.model.Spec` from what this module reads.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import SpecError
+from mlrunner.errors import SpecError
 
 Value = str | int | float | bool
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import expfiles, procs
-from .backends.base import Backend, RunOptions, WorkItem
-from .errors import UsageError
-from .events import Emit, Event, RunSummary, ignore
+from mlrunner import expdir as expfiles
+from mlrunner import procs
+from mlrunner.backends.base import Backend, RunOptions, WorkItem
+from mlrunner.errors import UsageError
+from mlrunner.events import Emit, Event, RunSummary, ignore
 
 TIME_FORMAT = "%Y%m%d.%H%M%S"
 LOG_TAIL_BYTES = 4096
@@ -96,8 +97,8 @@ class Runner:
 
     # ------------------------------------------------------------------ entry
     def run(self) -> RunSummary:
-        from . import sweep
-        from .spec import load_spec, parse_spec
+        from mlrunner import plan as sweep
+        from mlrunner.spec import load_spec, parse_spec
 
         req = self.req
         now = time.strftime(TIME_FORMAT)
@@ -110,7 +111,7 @@ class Runner:
             req.time = now
             spec = load_spec(req.params_path)
         if req.resources:
-            from .spec import parse_resource_option
+            from mlrunner.spec import parse_resource_option
 
             spec = dataclasses.replace(spec, resource=parse_resource_option(list(req.resources)))
 
@@ -155,7 +156,7 @@ class Runner:
 
         snapshot, snap_dict, isolate_dir = self._snapshot(run_row, now)
         if ledger is None:
-            from .ledger import Ledger
+            from mlrunner.ledger import Ledger
 
             ledger = Ledger(req.output)
         try:
@@ -250,7 +251,7 @@ class Runner:
 
     # ------------------------------------------------------------------ pieces
     def _open_resumed(self, req: RunRequest) -> tuple[Any, dict[str, Any]]:
-        from .ledger import Ledger
+        from mlrunner.ledger import Ledger
 
         ledger = Ledger(req.output, create=False)
         row = ledger.get_run(req.run_id)
@@ -274,7 +275,7 @@ class Runner:
 
     def _backend(self, spec: Any, tasks: Sequence[Any]) -> Backend:
         if self.req.backend == "slurm":
-            from .backends.slurm import SlurmBackend, validate_slurm_options
+            from mlrunner.backends.slurm import SlurmBackend, validate_slurm_options
 
             validate_slurm_options(dict(spec.slurm_map or {}, **self.req.slurm))
             return SlurmBackend()
@@ -282,8 +283,8 @@ class Runner:
             raise UsageError(
                 f"unknown backend '{self.req.backend}'", key="--backend", hint="use 'local' or 'slurm'"
             )
-        from .backends.local import LocalBackend
-        from .gpu import SlotAllocator
+        from mlrunner.backends.local import LocalBackend
+        from mlrunner.resources import SlotAllocator
 
         allocator = SlotAllocator(spec.resource)
         for need in sorted({t.gpus for t in tasks}):
@@ -291,7 +292,7 @@ class Runner:
         return LocalBackend(allocator)
 
     def _dry_run(self, tasks: Sequence[Any], spec: Any, now: str) -> None:
-        from .sweep import log_name, shell_line
+        from mlrunner.plan import log_name, shell_line
 
         slots = spec.resource.slots or ("auto",)
         total = len(tasks)
@@ -318,7 +319,7 @@ class Runner:
         self, run_row: dict[str, Any] | None, now: str
     ) -> tuple[Any, dict[str, Any] | None, str | None]:
         """Take the run's git snapshot (once); on resume compare with the stored one."""
-        from . import gitsnap
+        from mlrunner import snapshot as gitsnap
 
         req = self.req
         hidden = Path(req.output, ".mlrunner")
@@ -489,7 +490,7 @@ class RunRecorder:
                     s.failed_dirs.append(out)
 
     def batch(self) -> AbstractContextManager[None]:
-        """Ledger calls made within share one transaction (:meth:`mlrunner.ledger.Ledger.batch`)."""
+        """Ledger calls made within share one transaction (:meth:`mlrunner.ledger.store.Ledger.batch`)."""
         return self.ledger.batch()
 
     # claims ---------------------------------------------------------------
@@ -527,7 +528,7 @@ class RunRecorder:
             self._scripts[key] = scripts
             self._param_due.add(key)
         if self.snapshot is not None:
-            from . import gitsnap
+            from mlrunner import snapshot as gitsnap
 
             if fresh and self._snapshot_checked:  # the run-level files are known good: link them
                 gitsnap.link_snapshot(self.snapshot, out)
@@ -555,7 +556,7 @@ class RunRecorder:
 
     # attempts -------------------------------------------------------------
     def planned_log(self, item: WorkItem, command: Any) -> str:
-        from .sweep import log_name
+        from mlrunner.plan import log_name
 
         name = log_name(command.name, self.time_str, item.task.name if self.no_subdir else None)
         return os.path.join(item.task.output_dir, name)
@@ -582,7 +583,7 @@ class RunRecorder:
         node: str | None = None,
         proc_start: int | None = None,
     ) -> int:
-        from .sweep import shell_line
+        from mlrunner.plan import shell_line
 
         task = item.task
         attempt = self.ledger.start_attempt(
@@ -644,7 +645,7 @@ class RunRecorder:
         if status != "finished":
             tail = _tail(log_path)
             if failure_class is None and status == "failed":
-                from .gpu import classify_failure
+                from mlrunner.resources import classify_failure
 
                 failure_class = classify_failure(tail or "")
         task = item.task

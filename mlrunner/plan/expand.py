@@ -1,4 +1,4 @@
-"""A :class:`~mlrunner.spec.Spec` -> a :class:`Plan`: tasks, experiment names, rendered commands.
+"""A :class:`~mlrunner.spec.model.Spec` -> a :class:`Plan`: tasks, experiment names, rendered commands.
 
 Planning is linear in the number of combinations: every template is split once into a
 format string and its fields, rendered values and name pieces are cached per (param, value),
@@ -26,8 +26,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SpecError, UsageError, did_you_mean
-from .spec import PLACEHOLDER_RE, RESERVED_PARAMS, Grid, Spec, Value, choice_key, template_fields
+from mlrunner.errors import SpecError, UsageError, did_you_mean
+from mlrunner.spec import (
+    PLACEHOLDER_RE,
+    RESERVED_PARAMS,
+    Grid,
+    Spec,
+    Value,
+    choice_key,
+    template_fields,
+)
 
 MAX_NAME_BYTES = 255
 MAX_LOG_NAME_BYTES = 240

@@ -1,6 +1,6 @@
 """Capture a git working state into a tree, through plumbing and a temporary index.
 
-The engine behind :func:`mlrunner.gitsnap.take_snapshot`: one ``git status`` on a copy of
+The engine behind :func:`mlrunner.snapshot.record.take_snapshot`: one ``git status`` on a copy of
 the user's index (its stat cache keeps the walk as fast as a plain ``git status``), then
 ``update-index`` of only the changed paths, ``write-tree``, ``commit-tree`` on top of
 HEAD and ``update-ref refs/mlrunner/snapshots/<id>``, and a binary diff against HEAD.
@@ -148,7 +148,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Capture:
-    """The captured working state; :func:`mlrunner.gitsnap.take_snapshot` wraps it in a Snapshot."""
+    """The captured working state; :func:`mlrunner.snapshot.record.take_snapshot` wraps it in a Snapshot."""
 
     tree: str
     snapshot_id: str

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from .events import Event, RunSummary
+from mlrunner.events import Event, RunSummary
 
 
 def _info(data: dict[str, Any]) -> str:

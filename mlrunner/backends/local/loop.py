@@ -55,8 +55,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from .. import procs
-from .base import Backend, Recorder, RunOptions, WorkItem
+from mlrunner import procs
+from mlrunner.backends.base import Backend, Recorder, RunOptions, WorkItem
 
 POLL_S = 0.1  # the longest the loop sleeps without looking at recorder.stop
 STOP_POLL_S = 0.05  # while stopping: how often to check descendants / re-send SIGKILL
@@ -69,7 +69,7 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, allocator: Any) -> None:
-        # a mlrunner.slots.SlotAllocator (typed loosely to keep this module import-light)
+        # a mlrunner.resources.slots.SlotAllocator (typed loosely to keep this module import-light)
         self.allocator = allocator
 
     def execute(self, items: Sequence[WorkItem], recorder: Recorder, options: RunOptions) -> None:
@@ -179,7 +179,7 @@ class _SpawnThread:
     loop's queue and wake-up pipe. Used when the spawn would go through ``os.posix_spawn``."""
 
     def __init__(self, spawner: _Spawner, results: queue.SimpleQueue[Any], wake: Any) -> None:
-        from . import cspawn
+        from mlrunner.backends.local import cspawn
 
         assert spawner.bash is not None
         self.spawner = spawner
@@ -227,7 +227,7 @@ class _Job:
     """One item on its way through the loop: waiting for an allocation or running a command."""
 
     item: WorkItem
-    alloc: Any = None  # the mlrunner.slots.Allocation held
+    alloc: Any = None  # the mlrunner.resources.slots.Allocation held
     env: dict[str, str] | None = None
     env_key: Any = None  # what sets env apart from the process's environment (its cache key)
     claimed: bool = False
@@ -276,7 +276,7 @@ class _Loop:
         # command by 15-20%; with 2 slots it has little to overlap and the hand-over cost more.
         wanted = os.environ.get(SPAWN_THREAD_ENV) or ("1" if self.capacity > 2 else "0")
         if self.spawner.bash is not None and wanted == "1":
-            from . import cspawn
+            from mlrunner.backends.local import cspawn
 
             if cspawn.available():
                 self.spawn_thread = _SpawnThread(self.spawner, self.spawned, self._wake)

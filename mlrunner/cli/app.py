@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import MlrunnerError, UsageError
+from mlrunner.errors import MlrunnerError, UsageError
 
 HELP = "Run a LOT of machine-learning experiments on a pool of GPUs, and never lose track of one."
 
@@ -115,7 +115,7 @@ def run_command(
     ] = None,
 ) -> None:
     """Run every task of params.yaml (each grid's param combinations) on the worker slots."""
-    from .scheduler import Runner, RunRequest
+    from mlrunner.run import Runner, RunRequest
 
     try:
         if run_id is not None and not resume:
@@ -171,7 +171,7 @@ def _ask_detach() -> bool:
 
 
 def _renderer(output: str, dry_run: bool) -> Any:
-    from .render import LiveRenderer, PlainRenderer
+    from mlrunner.cli.render import LiveRenderer, PlainRenderer
 
     if sys.stdout.isatty() and not dry_run and os.environ.get("MLRUNNER_PLAIN") != "1":
         return LiveRenderer(output)
@@ -200,7 +200,7 @@ def init_command(
 
 
 def _open_ledger(output: str) -> Any:
-    from .ledger import Ledger
+    from mlrunner.ledger import Ledger
 
     return Ledger(output, create=False)
 
@@ -237,7 +237,7 @@ def ledger_ls(output: OutputOpt = "output", as_json: JsonOpt = False) -> None:
 def _print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
     """A rich table on a terminal; aligned plain text (and no rich import) otherwise."""
     if not sys.stdout.isatty():
-        from .render import plain_table
+        from mlrunner.cli.render import plain_table
 
         typer.echo(plain_table(headers, rows))
         return
@@ -348,7 +348,7 @@ def restore_command(
     ] = False,
 ) -> None:
     """Rebuild the exact code an experiment ran on, then show its commands."""
-    from .gitsnap import restore
+    from mlrunner.snapshot import restore
 
     try:
         result = restore(experiment_dir, dest, worktree=worktree)
@@ -384,7 +384,7 @@ def table_command(
 ) -> None:
     """The Examiner's table of every experiment under OUTPUT, in the terminal."""
     try:
-        from .examine import cli_table, parse_regex_options, records
+        from mlrunner.examine import cli_table, parse_regex_options, records
 
         df = cli_table(output, parse_regex_options(regex or [], log or []), ledger)
     except MlrunnerError as exc:

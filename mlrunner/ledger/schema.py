@@ -1,7 +1,7 @@
 """Schema of the SQLite ledger: statuses, ordered named migrations, derived task progress.
 
 Every migration runs in its own ``BEGIN IMMEDIATE`` transaction and is recorded in the
-``migrations`` table (name, applied_at). The caller (:class:`mlrunner.ledger.Ledger`)
+``migrations`` table (name, applied_at). The caller (:class:`mlrunner.ledger.store.Ledger`)
 holds a ``filelock`` on ``ledger.lock`` while migrating, so two processes opening a
 fresh ledger at once never race. A ledger that records a migration this code does not
 know was written by a newer mlrunner and is refused.
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from .errors import LedgerVersionError
+from mlrunner.errors import LedgerVersionError
 
 # Attempt statuses. 'running' is the only live one; the others end an attempt.
 FAILED_STATUSES = frozenset({"failed", "timeout", "oom", "node_fail"})
@@ -254,7 +254,7 @@ def pending_migrations(
     known = {m.name for m in migrations}
     unknown = [name for name in applied if name not in known]
     if unknown:
-        from . import __version__
+        from mlrunner import __version__
 
         raise LedgerVersionError(
             f"this ledger was written by a newer mlrunner: it records schema migration(s) "

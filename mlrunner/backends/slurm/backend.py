@@ -2,7 +2,7 @@
 
 Submission: the items are grouped by the number of GPUs they need; each group becomes
 one job array (``--gres=gpu:N``, ``--array=0-K%array_parallelism``) whose element runs
-:func:`mlrunner.backends.slurm_job.run_task` for one task. submitit writes its files
+:func:`mlrunner.backends.slurm.job.run_task` for one task. submitit writes its files
 under ``<output>/.mlrunner/slurm/<run_id>/``.
 
 Recording: compute nodes never write the ledger. A job writes one result file per
@@ -44,10 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendError
-from . import slurm_job
-from .base import Backend, Recorder, RunOptions, WorkItem
-from .slurm_cluster import (
+from mlrunner.backends.base import Backend, Recorder, RunOptions, WorkItem
+from mlrunner.backends.slurm import job as slurm_job
+from mlrunner.backends.slurm.cluster import (
     INSTALL_HINT,
     SLURM_KEYS,
     STATE_STATUS,
@@ -64,9 +63,10 @@ from .slurm_cluster import (
     submitit_parameters,
     validate_slurm_options,
 )
+from mlrunner.errors import BackendError
 
 if TYPE_CHECKING:
-    from ..sweep import Command
+    from mlrunner.plan import Command
 
 # outcomes --retries does not resubmit: success, and what a person asked for
 NO_RETRY = frozenset({"finished", "interrupted", "cancelled"})

@@ -19,8 +19,8 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import SpecError, UsageError, did_you_mean
-from .spec_yaml import Reader, Value, compose, is_null, line_of
+from mlrunner.errors import SpecError, UsageError, did_you_mean
+from mlrunner.spec.reader import Reader, Value, compose, is_null, line_of
 
 SLURM_KEYS = (
     "partition",

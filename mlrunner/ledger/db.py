@@ -1,7 +1,7 @@
 """The ledger's storage: one SQLite file, safe under many processes and threads.
 
 :class:`LedgerDB` owns the connection, the transactions and the file's health; the
-runs, tasks, claims and attempts in it are :class:`mlrunner.ledger.Ledger`'s. Rules,
+runs, tasks, claims and attempts in it are :class:`mlrunner.ledger.store.Ledger`'s. Rules,
 after the SQLite docs and peers' bugs (Optuna #820, MLflow #4123):
 
 - WAL journal, ``busy_timeout`` 30 s, ``synchronous=NORMAL``;
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
-from .errors import LedgerError, UnsafeFilesystemError
-from .ledger_schema import migrate, pending_migrations
+from mlrunner.errors import LedgerError, UnsafeFilesystemError
+from mlrunner.ledger.schema import migrate, pending_migrations
 
 BUSY_TIMEOUT_S = 30.0
 CHECKPOINT_INTERVAL_S = 0.5  # Ledger.background_checkpoints

@@ -10,7 +10,7 @@
 * :func:`classify_failure` reads a failed command's log tail and says ``'oom'`` when a
   CUDA out-of-memory error (PyTorch, TensorFlow, JAX/XLA, plain CUDA) ended it.
 
-The allocator that hands slots and GPU shares to tasks is :mod:`mlrunner.slots`
+The allocator that hands slots and GPU shares to tasks is :mod:`mlrunner.resources.slots`
 (``SlotAllocator`` and ``Allocation`` can be imported from here too). Nothing here
 prints; errors are :class:`~mlrunner.errors.ResourceError`.
 """
@@ -26,9 +26,8 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Any
 
-from .errors import ResourceError
+from mlrunner.errors import ResourceError
 
 QUERY_FIELDS = "index,uuid,name,memory.total,memory.used,memory.free,utilization.gpu"
 NVIDIA_SMI_ARGS = (f"--query-gpu={QUERY_FIELDS}", "--format=csv,noheader,nounits")
@@ -36,15 +35,6 @@ LOCK_DIR_ENV = "MLRUNNER_GPU_LOCK_DIR"
 MANUAL_SLOTS_HINT = (
     "list the slots by hand instead: `resource: [0, 1]` in params.yaml or `-r 0 -r 1` on the command line"
 )
-
-
-def __getattr__(name: str) -> Any:
-    # SlotAllocator / Allocation live in mlrunner.slots, which imports this module.
-    if name in ("SlotAllocator", "Allocation"):
-        from . import slots
-
-        return getattr(slots, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ tree, stash and HEAD are never written; every git call runs with ``--no-optional
 The binary diff against HEAD is written once per run; :func:`write_snapshot` hard-links it
 into each experiment dir next to a small ``git.json``.
 
-The git plumbing lives in :mod:`mlrunner.gitcapture`; restoring and isolating
-(``restore``, ``materialize``) in :mod:`mlrunner.gitrestore`, re-exported here.
+The git plumbing lives in :mod:`mlrunner.snapshot.capture`; restoring and isolating
+(``restore``, ``materialize``) in :mod:`mlrunner.snapshot.rebuild`, re-exported here.
 GitPython is imported lazily, inside :func:`take_snapshot`.
 """
 
@@ -24,10 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import SnapshotError
-from .gitcapture import (
+from mlrunner.errors import SnapshotError
+from mlrunner.snapshot.capture import (
     PATCH_NAME,
     SNAPSHOT_REF_PREFIX,
     Clock,
@@ -40,20 +40,13 @@ from .gitcapture import (
     write_patch,
 )
 
-if TYPE_CHECKING:  # re-exported lazily by __getattr__ below (gitrestore imports this module)
-    from .gitrestore import RestoreResult, materialize, remove_worktree, restore
-
 __all__ = [
     "JSON_NAME",
     "PATCH_NAME",
     "SNAPSHOT_REF_PREFIX",
-    "RestoreResult",
     "Snapshot",
     "link_snapshot",
-    "materialize",
     "read_snapshot",
-    "remove_worktree",
-    "restore",
     "same_code",
     "strip_credentials",
     "take_snapshot",
@@ -404,12 +397,3 @@ def _as_snapshot(value: Snapshot | Mapping[str, Any] | None) -> Snapshot | None:
 
 def _excluded_key(snap: Snapshot) -> set[tuple[str, str | None, int | None]]:
     return {(e.get("path", ""), e.get("sha256"), e.get("size")) for e in snap.excluded}
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export restore/materialize from :mod:`mlrunner.gitrestore` without an import cycle."""
-    if name in ("restore", "materialize", "remove_worktree", "RestoreResult"):
-        from . import gitrestore
-
-        return getattr(gitrestore, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,12 +4,12 @@ One file per output root, ``<output>/.mlrunner/ledger.db`` (``MLRUNNER_LEDGER_DI
 moves it to local disk). :class:`Ledger` records runs, tasks, claims and attempts and
 answers the views (``ledger ls``, ``ledger show``, the Examiner's join); its storage
 (connection, transactions, batches, checkpoints, migrations, filesystem checks) is
-:class:`mlrunner.ledger_db.LedgerDB`.
+:class:`mlrunner.ledger.db.LedgerDB`.
 
 Statuses: a ``running`` attempt whose runner process is dead (host, boot id, pid and
 start time, see :mod:`mlrunner.procs`) reads as ``lost``; so does a ``running`` run.
 Task status is derived from the latest attempt of each of its commands (see
-:func:`mlrunner.ledger_schema.task_status`) and is global to the ledger: a task shared
+:func:`mlrunner.ledger.schema.task_status`) and is global to the ledger: a task shared
 by several runs has one status, its current one.
 """
 
@@ -23,9 +23,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import procs
-from .errors import LedgerError, UsageError, did_you_mean
-from .ledger_db import (
+from mlrunner import procs
+from mlrunner.errors import LedgerError, UsageError, did_you_mean
+from mlrunner.ledger.db import (
     BUSY_TIMEOUT_S,
     LEDGER_DIR_ENV,
     LedgerDB,
@@ -34,7 +34,7 @@ from .ledger_db import (
     ledger_path,
     mount_of,
 )
-from .ledger_schema import (
+from mlrunner.ledger.schema import (
     END_STATUSES,
     FAILED_STATUSES,
     RUN_STATUSES,
