@@ -1,8 +1,30 @@
-"""Where commands run. ``base`` is the one interface (Backend, Recorder, WorkItem,
-RunOptions); ``local/`` runs them in a process pool on this machine, ``slurm/`` as Slurm jobs.
-Backends are imported by name (``mlrunner.backends.local``), never from here, so that using
-one never imports the other."""
+"""Where commands run. ``base`` is the one interface (Backend, Recorder, Allocator and the
+value objects they exchange); ``local/`` runs commands in a process pool on this machine,
+``slurm/`` as Slurm jobs. A backend is imported by its own name (``mlrunner.backends.local``),
+never from here, so that using one never imports the other."""
 
-from mlrunner.backends.base import Backend, Recorder, RunOptions, WorkItem
+from mlrunner.backends.base import (
+    Allocation,
+    Allocator,
+    Backend,
+    JobRef,
+    Outcome,
+    Placement,
+    ProcessRef,
+    Recorder,
+    RunOptions,
+    WorkItem,
+)
 
-__all__ = ["Backend", "Recorder", "RunOptions", "WorkItem"]
+__all__ = [
+    "Allocation",
+    "Allocator",
+    "Backend",
+    "JobRef",
+    "Outcome",
+    "Placement",
+    "ProcessRef",
+    "Recorder",
+    "RunOptions",
+    "WorkItem",
+]

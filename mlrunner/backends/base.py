@@ -13,9 +13,12 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from mlrunner.status import AttemptStatus, FailureClass
 
 if TYPE_CHECKING:
     from mlrunner.plan import Command, Task
@@ -45,66 +48,126 @@ class RunOptions:
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options (slurm overrides)
 
 
-class Recorder(Protocol):
-    """Implemented by the scheduler. Thread-safe: backends may call it from many threads.
+@dataclass(frozen=True)
+class ProcessRef:
+    """A local process, as the ledger identifies it after a crash: pid, process group and
+    start time (clock ticks since boot, ``/proc/<pid>/stat`` field 22; None: read it)."""
 
-    A recorder may also offer ``batch()``, a context manager within which its ledger
-    writes share one transaction (the local backend uses it for a round of ends and
-    claims; nothing whose record must not be lost, such as a spawn, belongs inside).
-    """
+    pid: int
+    pgid: int | None = None
+    start: int | None = None
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """A batch job (Slurm): its id and, once known, the node it runs on."""
+
+    job_id: str
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an attempt runs: the slot text (``CUDA_VISIBLE_DEVICES``, or '-' for a job
+    that has not said yet), its GPU indices when known, and the process or the job."""
+
+    resource: str
+    gpus: tuple[int, ...] | None = None
+    process: ProcessRef | None = None
+    job: JobRef | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: its status, exit code or signal, and a failure class when the
+    backend knows one (else the recorder classifies the log tail)."""
+
+    status: AttemptStatus
+    exit_code: int | None = None
+    signal: int | None = None
+    failure_class: FailureClass | None = None
+
+
+class Allocation(Protocol):
+    """What one task holds while its commands run (see :mod:`mlrunner.resources.slots`)."""
+
+    @property
+    def visible(self) -> str: ...
+
+    @property
+    def gpus(self) -> tuple[int, ...] | None: ...
+
+    def env(self) -> dict[str, str]: ...
+
+
+class Allocator(Protocol):
+    """Hands out allocations; thread-safe. ``fixed``: every allocation is a fixed slot that
+    a 1-GPU task gets at once while fewer than ``capacity`` are held (acquire never blocks
+    then). ``pending``: how many acquisitions are waiting inside it now."""
+
+    @property
+    def capacity(self) -> int: ...
+
+    @property
+    def fixed(self) -> bool: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    def acquire(self, gpus_needed: int, stop: threading.Event | None = None) -> Allocation | None:
+        """Block until an allocation is free (None: ``stop`` was set first)."""
+        ...
+
+    def release(self, alloc: Allocation) -> None: ...
+
+
+class Recorder(Protocol):
+    """Implemented by the run loop (:class:`mlrunner.run.RunRecorder`). Thread-safe:
+    backends may call it from many threads."""
 
     stop: threading.Event  # set on SIGINT/SIGTERM: launch nothing more
     kill_now: threading.Event  # set on a second Ctrl-C: SIGKILL at once
 
+    def batch(self) -> AbstractContextManager[None]:
+        """Within the block, the recorder's ledger writes share one transaction (the local
+        backend uses it for a round of ends and claims; nothing whose record must not be
+        lost, such as a spawn, belongs inside)."""
+        ...
+
     def claim(self, item: WorkItem) -> bool:
         """Atomically claim a task in the ledger; False: another live runner holds it."""
+        ...
 
     def release(self, item: WorkItem) -> None:
         """Give up the claim once the backend is done with the item (finished or not)."""
+        ...
 
     def log_path(self, item: WorkItem, command: Command) -> Path:
         """Where this attempt's output goes (``<exp>/log.<cmd>.<time>``)."""
+        ...
 
-    def command_started(
-        self,
-        item: WorkItem,
-        command: Command,
-        *,
-        resource: str,
-        gpus: Sequence[int] | None,
-        log_path: Path,
-        pid: int | None = None,
-        pgid: int | None = None,
-        job_id: str | None = None,
-        node: str | None = None,
-        proc_start: int | None = None,
-    ) -> int:
-        """Record a new attempt as running; returns the attempt id.
-
-        ``proc_start``: the process's start time when the backend knows it (else it is
-        read from ``/proc/<pid>/stat``), which with the pid identifies it after a crash.
-        """
+    def command_started(self, item: WorkItem, command: Command, placement: Placement, log_path: Path) -> int:
+        """Record a new attempt as running; returns the attempt id."""
+        ...
 
     def command_ended(
         self,
         attempt_id: int,
         item: WorkItem,
         command: Command,
-        *,
-        status: str,  # finished | failed | interrupted | cancelled | timeout | lost | oom ...
-        exit_code: int | None,
-        signal: int | None,
+        outcome: Outcome,
         log_path: Path,
-        failure_class: str | None = None,
+        *,
         last: bool = False,
-    ) -> str:
-        """Record the attempt's end; updates ``stat``, emits FAIL/finish events.
+    ) -> AttemptStatus | FailureClass:
+        """Record the attempt's end; updates ``stat``, emits the end event.
 
         ``last``: no further command of the item follows, so the task's claim is released
         in the same ledger transaction (``release`` then has nothing left to do).
 
-        Returns the failure class when one was found (e.g. ``oom``), else the status.
+        Returns the failure class when one was found (e.g. ``gpu_oom``), else the status.
         """
+        ...
 
     def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
         """The item's task's earlier attempts that ran as batch jobs (``job_id`` set), oldest first.
@@ -115,6 +178,7 @@ class Recorder(Protocol):
         uses it on resume to end an earlier runner's open attempts (``command_ended`` with
         that ``attempt_id``) and to never record one job's outcome twice.
         """
+        ...
 
 
 class Backend(ABC):

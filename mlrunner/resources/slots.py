@@ -224,6 +224,12 @@ class SlotAllocator:
     # --- public -------------------------------------------------------------------------
 
     @property
+    def fixed(self) -> bool:
+        """Fixed 0.5.9 slots: a 1-GPU task gets a free one at once (acquire never blocks
+        while fewer than ``capacity`` allocations are held)."""
+        return self.mode == "slots"
+
+    @property
     def pending(self) -> int:
         """How many acquire() calls are blocked now (tried at least once, not served)."""
         with self._cond:
