@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrunner.errors import LedgerError
-from mlrunner.ledger import Ledger
+from mlrunner.ledger import Ledger, views
 from mlrunner.ledger.schema import refresh_all_task_progress
 
 SPAWN = mp.get_context("spawn")
@@ -123,7 +123,7 @@ def timed(fn: Any, repeat: int = 3) -> float:
 
 def naive_counts(ledger: Ledger) -> list[tuple[Any, ...]]:
     """Baseline: run counts derived from the attempts table (no per-task counters)."""
-    conn = ledger._connection()
+    conn = ledger.db.connection()
     return conn.execute(
         "WITH latest AS (SELECT task_key, command, status, max(number) FROM attempts "
         "GROUP BY task_key, command), "
@@ -165,7 +165,7 @@ def scale(root: Path, n_attempts: int) -> dict[str, Any]:
             )
             runs.append(run)
             ledger.register_tasks(run, tasks[r * n_tasks // 10 : (r + 2) * n_tasks // 10])
-        conn = ledger._connection()
+        conn = ledger.db.connection()
         me = ledger._me()
         now = time.time()
         rows = []
@@ -191,15 +191,15 @@ def scale(root: Path, n_attempts: int) -> dict[str, Any]:
             "runs": len(runs),
             "register_tasks_s": register_s,
             "register_tasks_again_s": reregister_s,
-            "list_runs_s": timed(ledger.list_runs),
+            "list_runs_s": timed(lambda: views.runs_doc(ledger)),
             "list_runs_baseline_naive_s": timed(lambda: naive_counts(ledger)),
-            "show_run_s": timed(lambda: ledger.show_run(runs[0])),
-            "show_run_tasks": len(ledger.show_run(runs[0])["tasks"]),
-            "experiment_summary_s": timed(ledger.experiment_summary),
+            "show_run_s": timed(lambda: views.run_doc(ledger, runs[0])),
+            "show_run_tasks": len(views.run_doc(ledger, runs[0])["tasks"]),
+            "experiment_summary_s": timed(lambda: views.experiment_summary(ledger)),
             "command_states_s": timed(ledger.command_states),
             "live_attempts_s": timed(ledger.live_attempts),
         }
-        counts = {r["id"]: (r["n_tasks"], r["n_finished"], r["n_failed"]) for r in ledger.list_runs()}
+        counts = {r["id"]: (r["n_tasks"], r["n_finished"], r["n_failed"]) for r in views.runs_doc(ledger)}
         naive = {r[0]: (r[1], r[2], r[3]) for r in naive_counts(ledger)}
         result["list_runs_matches_baseline"] = counts == naive
     return result

@@ -1,34 +1,101 @@
-"""What the run loop reports while it works. The library emits, the CLI renders."""
+"""What the run loop reports while it works. The library emits, the CLI renders.
+
+One frozen dataclass per kind of event; :data:`Event` is their union, so a renderer can
+``match`` on the classes. The events about one command of one task share
+:class:`CommandEvent`'s fields (its place in the run's task list, its dir, its name).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeAlias
 
-# kind -> the keys its data carries
-#   warning / info : message
-#   orphans        : params (sorted list)
-#   plan           : tasks, commands, run_id, resumed
-#   dry            : position, total, output_dir, command, line
-#   skip           : position, total, output_dir, command
-#   start          : position, total, output_dir, command, resource, attempt, job_id, node
-#   finish / fail  : the start keys + status, exit_code, signal, failure_class, log
-#   stopping       : signal (the run was told to stop; nothing new is launched)
-#   summary        : summary (RunSummary)
+from mlrunner.status import AttemptStatus, FailureClass, RunStatus
 
 
-@dataclass
-class Event:
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
+@dataclass(frozen=True)
+class WarningMessage:
+    """Something the user should know; the run goes on."""
+
+    message: str
 
 
-Emit = Callable[[Event], None]
+@dataclass(frozen=True)
+class InfoMessage:
+    """A plain line of progress (e.g. which run is resumed)."""
+
+    message: str
 
 
-def ignore(event: Event) -> None:
-    """The default sink: library callers that do not want events."""
+@dataclass(frozen=True)
+class Orphans:
+    """Grid params that no template uses (sorted)."""
+
+    params: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlanReady:
+    """The tasks are registered in the ledger; what runs next is decided."""
+
+    tasks: int
+    commands: int
+    run_id: int
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class CommandEvent:
+    """One command of one task: ``position`` is 1-based in the run's ``total`` tasks."""
+
+    position: int
+    total: int
+    output_dir: str
+    command: str
+
+
+@dataclass(frozen=True)
+class DryLine(CommandEvent):
+    """``--dry-run``: the shell line the command would run."""
+
+    line: str
+
+
+@dataclass(frozen=True)
+class Skipped(CommandEvent):
+    """The command finished before: not run again."""
+
+
+@dataclass(frozen=True)
+class Started(CommandEvent):
+    """An attempt started on ``resource`` (the slot text; a batch job: its id and node)."""
+
+    resource: str
+    job_id: str | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class Ended(CommandEvent):
+    """An attempt ended: finished, or not (failed, interrupted, ...; see ``finished``)."""
+
+    status: AttemptStatus
+    exit_code: int | None
+    signal: int | None
+    failure_class: FailureClass | None
+    log: str
+
+    @property
+    def finished(self) -> bool:
+        return self.status is AttemptStatus.FINISHED
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """The run was told to stop (``signal``): nothing new is launched."""
+
+    signal: int
 
 
 @dataclass
@@ -42,7 +109,7 @@ class RunSummary:
     interrupted: int = 0
     not_started: int = 0
     failed_dirs: list[str] = field(default_factory=list)
-    status: str = "finished"  # finished | failed | interrupted | dry-run
+    status: RunStatus = RunStatus.FINISHED  # finished | failed | interrupted | dry-run
     signal: int | None = None
 
     @property
@@ -50,3 +117,30 @@ class RunSummary:
         if self.signal is not None:
             return 128 + self.signal
         return 1 if self.failed or self.interrupted else 0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The run is over (the last event)."""
+
+    summary: RunSummary
+
+
+Event: TypeAlias = (
+    WarningMessage
+    | InfoMessage
+    | Orphans
+    | PlanReady
+    | DryLine
+    | Skipped
+    | Started
+    | Ended
+    | Stopping
+    | Summary
+)
+
+Emit = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """The default sink: library callers that do not want events."""

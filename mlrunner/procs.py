@@ -7,9 +7,9 @@ pid with the same start time on the same boot is the same process.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -217,6 +217,116 @@ def _group_alive(pgid: int | None) -> bool:
     return False
 
 
+# How bash runs a command (argv after ``bash -c``). The text is one argv element or an
+# environment value, never pasted into another shell line: it reaches bash as rendered.
+_TEE = 'set -o pipefail; { eval "$MLRUNNER_COMMAND"; } 2>&1 | tee -- "$MLRUNNER_LOG"'
+_CD = 'cd -- "$MLRUNNER_CWD" || exit 126\n'
+
+
+class Child:
+    """A spawned command's bash: ``pid``, its ``start`` time when known without /proc
+    (clock ticks since boot), and its return code once reaped (negative: killed by that
+    signal, as ``subprocess``)."""
+
+    def __init__(self, pid: int, start: int | None) -> None:
+        self.pid = pid
+        self.start = start
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The return code when it has exited (reaping it), else None."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The return code, waiting at most ``timeout`` seconds (None: still running)."""
+        if timeout is None:
+            if self.returncode is None:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(0.01, left))
+        return self.returncode
+
+
+def inheritable_fds() -> list[int]:
+    """This process's descriptors >= 3 that a child would inherit (Python makes its own
+    non-inheritable; these come from whoever started us: a shell, a CI runner)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    found.append(fd)
+            except OSError:  # the descriptor listdir itself used, closed since
+                continue
+    return found
+
+
+class Spawner:
+    """Runs commands through bash, each in a session of its own (so its whole process group
+    can be signalled), stdin from /dev/null, stdout and stderr into its log (with ``tee``:
+    the log and our stdout), in ``cwd`` (default: ours), with no inherited descriptor and
+    SIGPIPE/SIGXFSZ at their defaults (as ``subprocess.Popen``'s ``restore_signals``).
+
+    The one way mlrunner starts a command: ``os.posix_spawn`` of bash, about half the
+    parent's work of ``subprocess.Popen`` (bash is found once, on the ``PATH`` given)."""
+
+    def __init__(
+        self, cwd: str | os.PathLike[str] | None = None, *, tee: bool = False, path: str | None = None
+    ) -> None:
+        found = shutil.which("bash", path=os.environ.get("PATH", os.defpath) if path is None else path)
+        if found is None:
+            raise FileNotFoundError("bash not found on PATH")
+        self.bash = found
+        self.tee = tee
+        self.cwd: str | None = None
+        if cwd is not None:
+            try:
+                here = os.path.samefile(cwd, os.curdir)
+            except OSError:  # gone: bash says so in the log, the command fails
+                here = False
+            self.cwd = None if here else os.fspath(cwd)
+        self.closes = [(os.POSIX_SPAWN_CLOSE, fd) for fd in inheritable_fds()]
+
+    def spawn(self, text: str, log_path: str | os.PathLike[str], env: Mapping[str, str]) -> Child:
+        """Start ``text``; OSError when the log cannot be opened or bash not started."""
+        if self.tee or self.cwd is not None:
+            env = dict(env, MLRUNNER_COMMAND=text, MLRUNNER_LOG=os.fspath(log_path))
+            if self.cwd is not None:
+                env["MLRUNNER_CWD"] = self.cwd
+            text = (_CD if self.cwd is not None else "") + (
+                _TEE if self.tee else 'exec bash -c "$MLRUNNER_COMMAND"'
+            )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        fd = None if self.tee else os.open(log_path, flags, 0o666)
+        try:
+            output = [] if fd is None else [(os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)]
+            before = boot_clock_ns()
+            pid = os.posix_spawn(
+                self.bash,
+                ["bash", "-c", text],
+                env,
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0), *output, *self.closes],
+                setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+            start = start_time_between(before, boot_clock_ns())
+        finally:
+            if fd is not None:
+                os.close(fd)
+        return Child(pid, start)
+
+
 def spawn(
     text: str,
     *,
@@ -224,31 +334,10 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     tee: bool = False,
-) -> subprocess.Popen[bytes]:
-    """Run ``text`` through bash in its own session, whole output into ``log_path``.
-
-    The log holds only the command's output. With ``tee`` (debug mode) the output also
-    goes to the terminal. The command text is passed as one argv element, never pasted
-    into another shell line, so it reaches bash exactly as rendered.
-    """
-    full_env = dict(os.environ if env is None else env)
-    if tee:
-        script = 'set -o pipefail; { eval "$MLRUNNER_COMMAND"; } 2>&1 | tee -- "$MLRUNNER_LOG"'
-        full_env["MLRUNNER_COMMAND"] = text
-        full_env["MLRUNNER_LOG"] = os.fspath(log_path)
-        return subprocess.Popen(
-            ["bash", "-c", script], env=full_env, cwd=cwd, start_new_session=True, stdin=subprocess.DEVNULL
-        )
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            ["bash", "-c", text],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=full_env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+) -> Child:
+    """One command through a :class:`Spawner` of its own."""
+    env = os.environ if env is None else env
+    return Spawner(cwd, tee=tee, path=env.get("PATH", os.defpath)).spawn(text, log_path, env)
 
 
 def exit_status(returncode: int) -> tuple[int | None, int | None]:

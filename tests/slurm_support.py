@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlrunner.backends.slurm.backend import query_states
+from mlrunner.backends.slurm import query_states
 
 
 def cluster_problem() -> str | None:

@@ -35,7 +35,7 @@ from mlrunner.examine import (
 )
 from mlrunner.examine.identity import parser_token
 from mlrunner.examine.parsers import RegexParser
-from mlrunner.expdir import fastyaml
+from mlrunner.expdir import yamlfast
 
 TIME = "20220316.030151"
 HOUR_AGO = time.time() - 3600
@@ -940,7 +940,7 @@ def test_fast_param_reader_is_exact_or_declines(data: dict, ours_dumper: bool) -
         text = yaml.dump(data, Dumper=yaml.CSafeDumper, width=1_000_000, allow_unicode=True, sort_keys=False)
     else:  # 0.5.9's
         text = yaml.dump(data, width=1000000)
-    fast = fastyaml.load(text)
+    fast = yamlfast.load(text)
     if fast is not None:
         assert same(fast, yaml.load(text, Loader=yaml.CSafeLoader)), text
 
@@ -952,8 +952,8 @@ def test_fast_param_reader_on_hand_written_yaml() -> None:
         "name: a b  c\nurl: http://x/y?z=1\nneg: -x\ny: 1\n",
     ]
     for text in cases:
-        assert same(fastyaml.load(text), yaml.safe_load(text)), text
+        assert same(yamlfast.load(text), yaml.safe_load(text)), text
     declined = ["a: x #c\n", "a: [1, 2]\n", "a:\n- 1\n", 'a: "x"\n', "yes: 1\n", "a: &x 1\n", "---\na: 1\n",
                 "a:\n    b: 1\n", "a: 'x\n  y'\n", "", "a: b\n\tc: d\n", "1: x\n"]  # fmt: skip
     for text in declined:
-        assert fastyaml.load(text) is None, text
+        assert yamlfast.load(text) is None, text

@@ -23,6 +23,7 @@ from mlrunner.resources import (
     query_gpus,
 )
 from mlrunner.resources import gpus as gpu
+from mlrunner.status import FailureClass
 
 # --- discovery -----------------------------------------------------------------------------
 
@@ -279,7 +280,7 @@ NOT_OOM = {
     "tail", [PYTORCH_OOM, PYTORCH_OLD_OOM, PYTORCH_CUBLAS, TF_OOM, JAX_OOM, JAX_OOM_SHORT, CUDA_RUNTIME]
 )
 def test_classify_failure_finds_cuda_oom(tail: str) -> None:
-    assert classify_failure(tail) == "oom"
+    assert classify_failure(tail) == FailureClass.GPU_OOM
 
 
 @pytest.mark.parametrize("tail", list(NOT_OOM.values()), ids=list(NOT_OOM))
@@ -297,4 +298,4 @@ def test_classify_failure_leaves_other_failures_alone(tail: str) -> None:
     ],
 )
 def test_classify_failure_single_lines(line: str) -> None:
-    assert classify_failure("step 1\n" + line + "\n") == "oom"
+    assert classify_failure("step 1\n" + line + "\n") == FailureClass.GPU_OOM

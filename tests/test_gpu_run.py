@@ -146,9 +146,9 @@ def test_oom_is_classified_in_the_ledger_and_table(project: Project, tmp_path: P
         """
     )
     res = project.run(check=1)
-    assert "oom" in res.stdout
+    assert "gpu_oom" in res.stdout
     doc = json.loads(project.mlrunner("ledger", "show", "1", "--json", check=0).stdout)
     cmd = doc["tasks"][0]["commands"][0]
-    assert cmd["failure_class"] == "oom" and "CUDA out of memory" in cmd["log_tail"]
+    assert cmd["failure_class"] == "gpu_oom" and "CUDA out of memory" in cmd["log_tail"]
     shown = project.mlrunner("ledger", "show", "1", check=0).stdout
-    assert "oom" in shown and "CUDA out of memory" in shown
+    assert "gpu_oom" in shown and "CUDA out of memory" in shown

@@ -18,6 +18,7 @@ import pytest
 from mlrunner import procs
 from mlrunner.errors import LedgerError, UnsafeFilesystemError, UsageError
 from mlrunner.ledger import Ledger, check_local_filesystem, ledger_dir, ledger_path, mount_of
+from mlrunner.ledger.views import experiment_summary, run_doc, runs_doc
 
 HOSTILE = 'it\'s a "run" $(touch pwned) .. ; rm -rf x'
 
@@ -102,12 +103,12 @@ def test_pragmas_wal_and_hostile_paths(tmp_path: Path) -> None:
     with Ledger(out) as ledger:
         run = new_run(ledger)
         ledger.register_tasks(run, [task(HOSTILE, out, lr=HOSTILE)])
-        conn = ledger._connection()
+        conn = ledger.db.connection()
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
         assert conn.isolation_level is None
-        doc = ledger.show_run(run)
+        doc = run_doc(ledger, run)
     assert doc["tasks"][0]["params"] == {"lr": HOSTILE}
     assert doc["tasks"][0]["output_dir"] == str(out / HOSTILE)
     assert not Path("pwned").exists()
@@ -164,7 +165,7 @@ def test_run_of_a_dead_runner_reads_lost_and_resume_reclaims_it(tmp_path: Path) 
     with Ledger(tmp_path / "out") as ledger:
         run = ledger.get_run(run_id)
         assert run is not None and run["status"] == "lost" and run["recorded_status"] == "running"
-        assert ledger.list_runs()[0]["status"] == "lost"
+        assert runs_doc(ledger)[0]["status"] == "lost"
         ledger.update_run(run_id, status="running")  # resume: this process becomes the runner
         run = ledger.get_run(run_id)
         assert run is not None and run["status"] == "running" and run["pid"] == os.getpid()
@@ -182,12 +183,12 @@ def test_register_tasks_is_idempotent_and_keeps_positions(tmp_path: Path) -> Non
         ledger.register_tasks(run, list(reversed(tasks)))
         other = new_run(ledger)
         ledger.register_tasks(other, tasks[:10])
-        rows = ledger.list_runs()
+        rows = runs_doc(ledger)
         assert [(r["id"], r["n_tasks"], r["n_commands"]) for r in rows] == [
             (run, 2000, 4000),
             (other, 10, 20),
         ]
-        doc = ledger.show_run(run)
+        doc = run_doc(ledger, run)
         assert [t["position"] for t in doc["tasks"]] == list(range(2000))
         assert doc["tasks"][5]["name"] == "t0005" and doc["tasks"][5]["params"] == {"i": 5}
         with pytest.raises(LedgerError, match="lacks 'commands'"):
@@ -258,7 +259,7 @@ def test_task_status_derivation_list_runs_and_show_run(tmp_path: Path) -> None:
         run_attempt(ledger, run, "retried", "test", "finished", exit_code=0)
         run_attempt(ledger, run, "running", "train", "running")
         run_attempt(ledger, run, "interrupted", "train", "interrupted", exit_code=130)
-        doc = ledger.show_run(run)
+        doc = run_doc(ledger, run)
         json.dumps(doc)  # JSON-ready
         status = {t["name"]: t["status"] for t in doc["tasks"]}
         assert status == {
@@ -296,15 +297,15 @@ def test_task_status_derivation_list_runs_and_show_run(tmp_path: Path) -> None:
         }
         assert doc["tasks"][6]["commands"][1]["status"] == "pending"
 
-        assert [t["name"] for t in ledger.show_run(run, status="failed")["tasks"]] == ["failed"]
-        assert [t["name"] for t in ledger.show_run(run, status="pending")["tasks"]] == ["pending", "half"]
+        assert [t["name"] for t in run_doc(ledger, run, status="failed")["tasks"]] == ["failed"]
+        assert [t["name"] for t in run_doc(ledger, run, status="pending")["tasks"]] == ["pending", "half"]
         with pytest.raises(UsageError, match="unknown task status 'faild'") as info:
-            ledger.show_run(run, status="faild")
+            run_doc(ledger, run, status="faild")
         assert "did you mean 'failed'" in str(info.value)
         with pytest.raises(LedgerError, match="no run 7"):
-            ledger.show_run(7)
+            run_doc(ledger, 7)
 
-        (row,) = ledger.list_runs()
+        (row,) = runs_doc(ledger)
         json.dumps(row)
         counts = {k: row[k] for k in row if k.startswith("n_")}
         assert counts == {
@@ -348,7 +349,7 @@ def test_dead_runner_reads_lost_live_runner_reads_running(tmp_path: Path) -> Non
         dead.wait()
         with Ledger(out) as ledger:
             remote = run_attempt(ledger, run, "remote", "train", "running")
-            conn = ledger._connection()
+            conn = ledger.db.connection()
             conn.execute("UPDATE attempts SET host = 'elsewhere', runner_pid = 1 WHERE id = ?", (remote,))
             states = ledger.command_states()
             assert states == {
@@ -367,11 +368,11 @@ def test_dead_runner_reads_lost_live_runner_reads_running(tmp_path: Path) -> Non
                 a["started_at"] for a in live_rows
             )
             assert ledger.attempts_for("dead")[0]["status"] == "lost"
-            statuses = {t["name"]: t["status"] for t in ledger.show_run(run)["tasks"]}
+            statuses = {t["name"]: t["status"] for t in run_doc(ledger, run)["tasks"]}
             assert statuses == {"dead": "lost", "live": "running", "remote": "running"}
-            row = ledger.list_runs()[0]
+            row = runs_doc(ledger)[0]
             assert (row["n_running"], row["n_interrupted"]) == (2, 1)
-            assert ledger.experiment_summary()[os.path.realpath(out / "dead")]["status"] == "lost"
+            assert experiment_summary(ledger)[os.path.realpath(out / "dead")]["status"] == "lost"
 
             live.send_signal(signal.SIGKILL)
             live.wait()
@@ -410,7 +411,7 @@ def test_experiment_summary(tmp_path: Path) -> None:
         ledger.end_attempt(changed, status="finished", exit_code=0)
         run_attempt(ledger, second, "b", "train", "finished", exit_code=0)
         run_attempt(ledger, second, "b", "test", "failed", exit_code=1, failure_class="nan_loss")
-        summary = ledger.experiment_summary()
+        summary = experiment_summary(ledger)
         attempts = {a["id"]: a for a in ledger.attempts_for("a")}
     assert set(summary) == {os.path.realpath(out / n) for n in "abc"}
     keys = {"status", "run_id", "git_commit", "git_dirty", "started_at", "duration_s", "resource", "attempts"}
@@ -453,18 +454,18 @@ def test_connection_is_reopened_after_fork(tmp_path: Path) -> None:
     ledger = Ledger(out)
     run = new_run(ledger)
     ledger.register_tasks(run, [task("k", out)])
-    parent_conn = ledger._connection()
+    parent_conn = ledger.db.connection()
     pid = os.fork()
     if pid == 0:  # child: must not use the parent's connection
         code = 1
         try:
             attempt = run_attempt(ledger, run, "k", "train", "finished", exit_code=0)
-            code = 0 if ledger._connection() is not parent_conn and attempt > 0 else 1
+            code = 0 if ledger.db.connection() is not parent_conn and attempt > 0 else 1
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert ledger._connection() is parent_conn
+    assert ledger.db.connection() is parent_conn
     assert ledger.command_states() == {("k", "train"): "finished"}
     run_attempt(ledger, run, "k", "test", "finished", exit_code=0)
     assert ledger.integrity_check() == "ok"
@@ -479,7 +480,7 @@ def test_fork_while_another_thread_holds_the_ledger(tmp_path: Path) -> None:
         held, release = threading.Event(), threading.Event()
 
         def hold() -> None:
-            with ledger._lock:  # a thread in the middle of a ledger call
+            with ledger.db._lock:  # a thread in the middle of a ledger call
                 held.set()
                 release.wait()
 
@@ -530,7 +531,7 @@ def test_threads_share_one_ledger(tmp_path: Path) -> None:
         assert errors == []
         numbers = [a["number"] for a in ledger.attempts_for("k", "c")]
         assert sorted(numbers) == list(range(1, 201))
-        assert ledger.show_run(run)["tasks"][0]["commands"][0]["attempts"] == 200
+        assert run_doc(ledger, run)["tasks"][0]["commands"][0]["attempts"] == 200
 
 
 def test_runner_proc_start_is_recorded(tmp_path: Path) -> None:
@@ -639,7 +640,7 @@ def test_background_checkpoints_copy_the_wal_back_outside_the_writers_commits(tm
     ledger = Ledger(tmp_path / "out")
     run_id = new_run(ledger)
     ledger.register_tasks(run_id, [task(f"t{i}", tmp_path, ("train",)) for i in range(300)])
-    conn = ledger._connection()
+    conn = ledger.db.connection()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file, the WAL empty
     size_before = ledger.path.stat().st_size
     with ledger.background_checkpoints(interval=0.05):

@@ -16,6 +16,7 @@ from typing import Any
 from mlrunner import procs
 from mlrunner.ledger import Ledger
 from mlrunner.ledger.schema import MIGRATIONS
+from mlrunner.ledger.views import run_doc
 
 SPAWN = mp.get_context("spawn")
 
@@ -79,7 +80,7 @@ def test_four_processes_racing_for_claims_each_task_claimed_once(tmp_path: Path)
     assert set(claimed) == set(keys) and set(claimed.values()) == {1}
     assert all(len(keys_) < 200 for _, keys_, _ in results)  # the work was really shared
     with Ledger(output) as ledger:
-        conn = ledger._connection()
+        conn = ledger.db.connection()
         migrations = [n for (n,) in conn.execute("SELECT name FROM migrations")]
         assert migrations == [m.name for m in MIGRATIONS]  # migrated once, under the file lock
         holders = dict(conn.execute("SELECT task_key, pid FROM claims").fetchall())
@@ -111,7 +112,7 @@ def test_claim_of_a_live_holder_is_refused_until_it_dies(tmp_path: Path) -> None
             holder.wait()
             assert ledger.claim_task("x", 2)
             me = procs.ProcessId.of()
-            conn = ledger._connection()
+            conn = ledger.db.connection()
             # a reused pid (same pid, other start time) is not the holder: stealable
             conn.execute(
                 "INSERT INTO claims VALUES ('reused', 1, ?, ?, ?, ?, ?)",
@@ -162,9 +163,9 @@ def test_sixteen_processes_hammering_attempts(tmp_path: Path) -> None:
             "finished": n // 2 * procs_n,
             "failed": (n + 1) // 2 * procs_n,
         }
-        conn = ledger._connection()
+        conn = ledger.db.connection()
         assert conn.execute("SELECT n_attempts FROM tasks WHERE key = 'hot'").fetchone()[0] == n * procs_n
-        assert ledger.show_run(run)["tasks"][0]["commands"][0]["attempts"] == n * procs_n
+        assert run_doc(ledger, run)["tasks"][0]["commands"][0]["attempts"] == n * procs_n
         assert ledger.integrity_check() == "ok"
     conn = sqlite3.connect(Path(output) / ".mlrunner" / "ledger.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

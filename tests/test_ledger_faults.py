@@ -22,12 +22,14 @@ from pathlib import Path
 import pytest
 
 from mlrunner.ledger import Ledger
+from mlrunner.ledger.views import run_doc, runs_doc
 
 READ_ONLY_CHILD = """
 import json, os, sys
 import filelock  # noqa: F401  (imported before dropping privileges)
 from mlrunner.errors import LedgerError
 from mlrunner.ledger import Ledger
+from mlrunner.ledger.views import runs_doc
 if os.getuid() == 0:
     os.setgroups([])
     os.setgid(65534)
@@ -41,7 +43,7 @@ def attempt(name, fn):
         result[name] = ["error", str(e)]
 def new_run(ledger):
     return ledger.create_run(argv=[], cwd=".", params_path=None, params_text=None, options={}, snapshot=None)
-attempt("read", lambda: [r["id"] for r in Ledger(out, create=False).list_runs()])
+attempt("read", lambda: [r["id"] for r in runs_doc(Ledger(out, create=False))])
 attempt("write", lambda: new_run(Ledger(out, create=False)))
 attempt("open_and_write", lambda: new_run(Ledger(out)))
 attempt("new_output", lambda: Ledger(os.path.join(out, "sub")).path.name)
@@ -136,7 +138,7 @@ def test_read_only_output_dir(world_dir: Path, live: bool) -> None:
         kind == "error" and "cannot create the ledger directory" in message and "Permission denied" in message
     )
     with Ledger(out, create=False) as ledger:  # nothing was written behind our back
-        assert [r["id"] for r in ledger.list_runs()] == [1]
+        assert [r["id"] for r in runs_doc(ledger)] == [1]
         assert ledger.integrity_check() == "ok"
 
 
@@ -150,9 +152,9 @@ def test_disk_full_is_an_error_and_never_a_false_finished(tmp_path: Path) -> Non
         assert "NOT recorded" in message and "free space" in message and "--resume" in message, message
     with Ledger(out) as ledger:
         assert ledger.command_states() == {("k", "train"): "lost"}  # not 'finished': the runner died
-        assert [t["status"] for t in ledger.show_run(1)["tasks"]] == ["lost"]
+        assert [t["status"] for t in run_doc(ledger, 1)["tasks"]] == ["lost"]
         # the run (created by this test process, still alive) is unchanged: no finished mark
-        assert [(r["id"], r["n_tasks"], r["status"]) for r in ledger.list_runs()] == [(1, 1, "running")]
+        assert [(r["id"], r["n_tasks"], r["status"]) for r in runs_doc(ledger)] == [(1, 1, "running")]
         assert ledger.integrity_check() == "ok"
         (orphan,) = ledger.orphaned_attempts()
         ledger.end_attempt(orphan["id"], status="lost")  # with space again, writes work

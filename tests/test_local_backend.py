@@ -17,67 +17,18 @@ import yaml
 from fake_gpus import install_fake_nvidia_smi
 
 from mlrunner import procs
-from mlrunner.backends.base import RunOptions, WorkItem
+from mlrunner.backends.base import Allocation, RunOptions, WorkItem
 from mlrunner.backends.local import LocalBackend
-from mlrunner.backends.local import loop as local
+from mlrunner.backends.testing import Claimed, Ended, MemoryRecorder, Released, Started
 from mlrunner.plan import Command, Task
 from mlrunner.resources import SlotAllocator
 from mlrunner.run import Runner, RunRequest
 from mlrunner.spec import ResourceSpec
+from mlrunner.status import AttemptStatus, FailureClass, RunStatus
+
+FINISHED, FAILED, INTERRUPTED = AttemptStatus.FINISHED, AttemptStatus.FAILED, AttemptStatus.INTERRUPTED
 
 HANG_GUARD_S = 60  # a hang guard, not a timing assertion
-
-
-class Recorder:
-    """Records what the backend reports, in order (the real one writes the ledger)."""
-
-    def __init__(self, logs: Path, *, refuse: tuple[str, ...] = (), oom: tuple[str, ...] = ()) -> None:
-        self.stop = threading.Event()
-        self.kill_now = threading.Event()
-        self.logs = logs
-        self.refuse = set(refuse)
-        self.oom = set(oom)  # tasks whose first failure is reported as an OOM
-        self.events: list[tuple[Any, ...]] = []
-        self.lock = threading.Lock()
-        self.fail_start: set[str] = set()
-
-    def _add(self, *event: Any) -> None:
-        with self.lock:
-            self.events.append(event)
-
-    def of(self, kind: str, task: str | None = None) -> list[tuple[Any, ...]]:
-        with self.lock:
-            return [e for e in self.events if e[0] == kind and (task is None or e[1] == task)]
-
-    def claim(self, item: WorkItem) -> bool:
-        ok = item.task.name not in self.refuse
-        self._add("claim", item.task.name, ok)
-        return ok
-
-    def release(self, item: WorkItem) -> None:
-        self._add("release", item.task.name)
-
-    def log_path(self, item: WorkItem, command: Command) -> Path:
-        n = len([e for e in self.of("start", item.task.name) if e[2] == command.name])
-        return self.logs / f"{item.task.name}.{command.name}.{n}.log"
-
-    def command_started(self, item: WorkItem, command: Command, **kw: Any) -> int:
-        if item.task.name in self.fail_start:
-            raise RuntimeError(f"recorder broke on {item.task.name}")
-        self._add("start", item.task.name, command.name, kw["resource"], kw["pid"], kw["log_path"])
-        return len(self.events)
-
-    def command_ended(self, attempt_id: int, item: WorkItem, command: Command, **kw: Any) -> str:
-        self._add(
-            "end", item.task.name, command.name, kw["status"], kw["exit_code"], kw["signal"], kw["last"]
-        )
-        if kw["status"] == "failed" and item.task.name in self.oom:
-            self.oom.discard(item.task.name)
-            return "oom"
-        return kw["status"]
-
-    def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
-        return []
 
 
 class Counting:
@@ -86,7 +37,7 @@ class Counting:
     def __init__(self, allocator: SlotAllocator) -> None:
         self.inner = allocator
         self.capacity = allocator.capacity
-        self.mode = allocator.mode
+        self.fixed = allocator.fixed
         self.acquired = 0
         self.released = 0
         self.lock = threading.Lock()
@@ -95,14 +46,15 @@ class Counting:
     def pending(self) -> int:
         return self.inner.pending
 
-    def acquire(self, need: int, *, stop: threading.Event) -> Any:
+    def acquire(self, need: int, stop: threading.Event | None = None) -> Allocation | None:
+        assert stop is not None
         alloc = self.inner.acquire(need, stop=stop)
         if alloc is not None:
             with self.lock:
                 self.acquired += 1
         return alloc
 
-    def release(self, alloc: Any) -> None:
+    def release(self, alloc: Allocation) -> None:
         self.inner.release(alloc)
         with self.lock:
             self.released += 1
@@ -123,16 +75,6 @@ def items(
 
 def slots(*names: str) -> Counting:
     return Counting(SlotAllocator(ResourceSpec(slots=names)))
-
-
-@pytest.fixture(autouse=True, params=["auto", "spawn-thread"])
-def spawn_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test twice: the default choice of spawn path, and the spawn thread forced on."""
-    if request.param == "spawn-thread":
-        monkeypatch.setenv(local.SPAWN_THREAD_ENV, "1")
-    else:
-        monkeypatch.delenv(local.SPAWN_THREAD_ENV, raising=False)
-    return str(request.param)
 
 
 @pytest.fixture
@@ -175,7 +117,7 @@ def gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def stop_on_sigterm(recorder_box: list[Recorder]) -> Iterator[None]:
+def stop_on_sigterm(recorder_box: list[MemoryRecorder]) -> Iterator[None]:
     """What the scheduler does: SIGTERM sets recorder.stop (the loop gets the wake-up byte)."""
 
     def handle(signum: int, frame: object) -> None:
@@ -189,7 +131,7 @@ def stop_on_sigterm(recorder_box: list[Recorder]) -> Iterator[None]:
 
 
 @pytest.fixture
-def recorder_box() -> list[Recorder]:
+def recorder_box() -> list[MemoryRecorder]:
     return []
 
 
@@ -197,7 +139,7 @@ def recorder_box() -> list[Recorder]:
 
 
 def test_commands_of_a_task_run_in_order_on_its_slot_with_its_env_and_cwd(here: Path) -> None:
-    rec = Recorder(here)
+    rec = MemoryRecorder(here)
     alloc = slots("0", "1")
     work = items(
         *[
@@ -209,34 +151,44 @@ def test_commands_of_a_task_run_in_order_on_its_slot_with_its_env_and_cwd(here: 
     assert alloc.acquired == alloc.released == 5
     running, peak = set(), 0
     for e in rec.events:  # never more commands alive than slots
-        if e[0] == "start":
-            running.add(e[1])
+        if isinstance(e, Started):
+            running.add(e.task)
             peak = max(peak, len(running))
-        elif e[0] == "end":
-            running.discard(e[1])
+        elif isinstance(e, Ended):
+            running.discard(e.task)
     assert peak == 2
     for i in range(5):
         name = f"t{i}"
-        seq = [(e[0], e[2]) for e in rec.events if e[0] in ("start", "end") and e[1] == name]
-        assert seq == [("start", "a"), ("end", "a"), ("start", "b"), ("end", "b")]
-        ends = rec.of("end", name)
-        assert [(e[3], e[4], e[5], e[6]) for e in ends] == [
-            ("finished", 0, None, False),
-            ("finished", 0, None, True),
+        seq = [(type(e), e.command) for e in rec.events if isinstance(e, (Started, Ended)) and e.task == name]
+        assert seq == [(Started, "a"), (Ended, "a"), (Started, "b"), (Ended, "b")]
+        ends = rec.ends(name)
+        assert [(e.outcome.status, e.outcome.exit_code, e.outcome.signal, e.last) for e in ends] == [
+            (FINISHED, 0, None, False),
+            (FINISHED, 0, None, True),
         ]
-        start_a = rec.of("start", name)[0]
-        assert start_a[5].read_text() == f"a {start_a[3]} {here}\n"  # the slot's GPU, the run's cwd
-    assert [e[0] for e in rec.events].count("release") == 5
+        start_a = rec.starts(name)[0]
+        slot = start_a.placement.resource
+        assert start_a.log_path.read_text() == f"a {slot} {here}\n"  # the slot's GPU, the run's cwd
+        assert start_a.placement.gpus == (int(slot),)
+        process = start_a.placement.process
+        assert process is not None and process.pgid == process.pid  # its own process group
+        if process.start is not None:  # known without /proc when the spawn fit in one clock tick
+            assert process.start == procs.proc_start_time(process.pid) or gone(process.pid)
+        assert [e.attempt for e in ends] == [e.attempt for e in rec.starts(name)]
+    assert len(rec.releases()) == 5
+    assert not rec.open_attempts
+    assert not [e for e in rec.starts() if e.batched]  # a start is committed on its own
+    assert all(e.batched for e in rec.ends())  # ends share the round's transaction
 
 
-@pytest.mark.parametrize("path", ["posix_spawn", "popen"])
-def test_both_spawn_paths_run_bash_the_same_way(
-    here: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+@pytest.mark.parametrize("where", ["our cwd", "elsewhere"])
+def test_commands_run_in_bash_the_same_way_in_our_cwd_or_elsewhere(
+    here: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    # posix_spawn runs in the process's cwd: with commands elsewhere, procs.spawn (Popen)
-    if path == "popen":
+    # commands elsewhere than our cwd (run --isolate) get a `cd` from a bash of their own
+    if where == "elsewhere":
         monkeypatch.chdir(tmp_path)
-    assert (local._Spawner(options(here), str(here), dict(os.environ)).bash is None) == (path == "popen")
+    assert (procs.Spawner(str(here)).cwd is None) == (where == "our cwd")
     script = textwrap.dedent(
         """\
         printf '%s|' "it's" '$(touch pwned)' "a  b"; echo
@@ -251,11 +203,11 @@ def test_both_spawn_paths_run_bash_the_same_way(
     leaked = os.open(tmp_path, os.O_RDONLY)  # as from a shell that leaks a descriptor to us
     os.set_inheritable(leaked, True)
     try:
-        rec = Recorder(here)
+        rec = MemoryRecorder(here)
         LocalBackend(slots("0")).execute(items(("t", [("a", script)])), rec, options(here))
     finally:
         os.close(leaked)
-    out = rec.of("start", "t")[0][5].read_text().splitlines()
+    out = rec.starts("t")[0].log_path.read_text().splitlines()
     assert out == [
         "it's|$(touch pwned)|a  b|",
         "stdin=1",  # /dev/null
@@ -270,15 +222,15 @@ def test_both_spawn_paths_run_bash_the_same_way(
 
 def test_without_pidfds_the_loop_polls(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(os, "pidfd_open")
-    rec = Recorder(here)
+    rec = MemoryRecorder(here)
     LocalBackend(slots("0", "1")).execute(
         items(*[(f"t{i}", [("a", "true")]) for i in range(4)]), rec, options(here)
     )
-    assert [e[3] for e in rec.of("end")] == ["finished"] * 4
+    assert [e.outcome.status for e in rec.ends()] == [FINISHED] * 4
 
 
 def test_a_failure_stops_its_task_retries_rerun_it_and_oom_reacquires(here: Path) -> None:
-    rec = Recorder(here, oom=("oom",))
+    rec = MemoryRecorder(here, classify={"oom": FailureClass.GPU_OOM})
     alloc = slots("0")
     once = "test -e {0} || {{ touch {0}; exit 3; }}"
     work = items(
@@ -287,40 +239,45 @@ def test_a_failure_stops_its_task_retries_rerun_it_and_oom_reacquires(here: Path
         ("oom", [("a", once.format("oom.mark"))]),
     )
     LocalBackend(alloc).execute(work, rec, options(here, retries=1))
-    fails = [(e[2], e[3], e[4]) for e in rec.of("end", "fails")]
-    assert fails == [("a", "failed", 3), ("a", "failed", 3)]  # one retry, then the task stops
-    assert not [e for e in rec.of("start", "fails") if e[2] == "b"]
-    assert [(e[2], e[3], e[6]) for e in rec.of("end", "flaky")] == [
-        ("a", "failed", False),
-        ("a", "finished", False),
-        ("b", "finished", True),
+    fails = [(e.command, e.outcome.status, e.outcome.exit_code, e.last) for e in rec.ends("fails")]
+    assert fails == [("a", FAILED, 3, False), ("a", FAILED, 3, True)]  # one retry, then the task stops
+    assert not [e for e in rec.starts("fails") if e.command == "b"]
+    assert [(e.command, e.outcome.status, e.last) for e in rec.ends("flaky")] == [
+        ("a", FAILED, False),
+        ("a", FINISHED, False),
+        ("b", FINISHED, True),
     ]
-    assert [e[3] for e in rec.of("end", "oom")] == ["failed", "finished"]
+    assert [(e.outcome.status, e.result) for e in rec.ends("oom")] == [
+        (FAILED, FailureClass.GPU_OOM),
+        (FINISHED, FINISHED),
+    ]
     # three tasks, plus the OOM retry's new allocation
     assert alloc.acquired == alloc.released == 4
 
 
 def test_a_refused_claim_skips_the_item_and_frees_its_slot(here: Path) -> None:
-    rec = Recorder(here, refuse=("b",))
+    rec = MemoryRecorder(here, refuse=("b",))
     alloc = slots("0")
     LocalBackend(alloc).execute(items(*[(n, [("a", "true")]) for n in "abc"]), rec, options(here))
-    assert [e[1] for e in rec.of("start")] == ["a", "c"]
-    assert [e[1] for e in rec.of("release")] == ["a", "c"]  # nothing to release for b
+    assert [e.task for e in rec.starts()] == ["a", "c"]
+    assert rec.claims() == [Claimed("a", True), Claimed("b", False), Claimed("c", True)]
+    assert rec.releases() == [Released("a"), Released("c")]  # nothing to release for b
     assert alloc.acquired == alloc.released == 3
 
 
 def test_a_recorder_error_stops_everything_and_is_raised(here: Path) -> None:
-    rec = Recorder(here)
-    rec.fail_start.add("b")
+    rec = MemoryRecorder(here, fail_start=("b",))
     alloc = slots("0", "1")
     work = items(("a", [("a", "sleep 300")]), ("b", [("a", "sleep 300")]))
     with pytest.raises(RuntimeError, match="recorder broke on b"):
         LocalBackend(alloc).execute(work, rec, options(here, grace=5))
     assert rec.stop.is_set()
-    (start,) = rec.of("start")
-    assert start[1] == "a" and gone(start[4])
-    assert [e[3] for e in rec.of("end", "a")] == ["interrupted"]
-    assert not rec.of("end", "b")  # its start was never recorded
+    (start,) = rec.starts()
+    assert start.placement.process is not None
+    assert start.task == "a" and gone(start.placement.process.pid)
+    assert [e.outcome.status for e in rec.ends("a")] == [INTERRUPTED]
+    assert not rec.ends("b")  # its start was never recorded
+    assert [e.task for e in rec.releases()] == ["a", "b"] or [e.task for e in rec.releases()] == ["b", "a"]
     assert alloc.acquired == alloc.released == 2
 
 
@@ -328,9 +285,9 @@ def test_a_recorder_error_stops_everything_and_is_raised(here: Path) -> None:
 
 
 def test_sigterm_stops_the_group_and_an_escaped_grandchild(
-    here: Path, recorder_box: list[Recorder], stop_on_sigterm: None
+    here: Path, recorder_box: list[MemoryRecorder], stop_on_sigterm: None
 ) -> None:
-    rec = Recorder(here)
+    rec = MemoryRecorder(here)
     recorder_box.append(rec)
     script = "setsid sleep 300 & echo $! > escaped.pid; sleep 300 & echo $! > child.pid; wait"
     work = items(("t", [("a", script), ("b", "echo never")]), ("u", [("a", "echo never")]))
@@ -343,24 +300,26 @@ def test_sigterm_stops_the_group_and_an_escaped_grandchild(
     t = run_in_thread(send)
     LocalBackend(slots("0")).execute(work, rec, options(here, grace=30))
     t.join()
-    assert [(e[1], e[2], e[3], e[5]) for e in rec.of("end")] == [("t", "a", "interrupted", signal.SIGTERM)]
-    assert [e[1] for e in rec.of("start")] == ["t"]  # nothing launched after the stop
+    assert [(e.task, e.command, e.outcome.status, e.outcome.signal, e.last) for e in rec.ends()] == [
+        ("t", "a", INTERRUPTED, signal.SIGTERM, True)
+    ]
+    assert [e.task for e in rec.starts()] == ["t"]  # nothing launched after the stop
     for name in ("escaped.pid", "child.pid"):
         assert gone(int((here / name).read_text()))
 
 
 def test_commands_that_ignore_sigterm_are_killed_after_the_grace_period(here: Path) -> None:
-    rec = Recorder(here)
+    rec = MemoryRecorder(here)
     script = "trap '' TERM; sleep 300 & echo $! > child.pid; wait; wait"
     t = run_in_thread(lambda: (wait_for(lambda: (here / "child.pid").exists(), "started"), rec.stop.set()))
     LocalBackend(slots("0")).execute(items(("t", [("a", script)])), rec, options(here, grace=0.3))
     t.join()
-    assert [(e[3], e[5]) for e in rec.of("end")] == [("interrupted", signal.SIGKILL)]
+    assert [(e.outcome.status, e.outcome.signal) for e in rec.ends()] == [(INTERRUPTED, signal.SIGKILL)]
     assert gone(int((here / "child.pid").read_text()))
 
 
 def test_kill_now_does_not_wait_for_the_grace_period(here: Path) -> None:
-    rec = Recorder(here)
+    rec = MemoryRecorder(here)
     script = "trap '' TERM; sleep 300 & echo $! > child.pid; wait; wait"
 
     def stop_then_kill() -> None:
@@ -378,7 +337,7 @@ def test_kill_now_does_not_wait_for_the_grace_period(here: Path) -> None:
     backend.join(HANG_GUARD_S)
     assert not backend.is_alive(), "the backend waited for the grace period despite kill_now"
     t.join()
-    assert [(e[3], e[5]) for e in rec.of("end")] == [("interrupted", signal.SIGKILL)]
+    assert [(e.outcome.status, e.outcome.signal) for e in rec.ends()] == [(INTERRUPTED, signal.SIGKILL)]
 
 
 # --- allocation ----------------------------------------------------------------------------
@@ -391,7 +350,7 @@ def test_a_blocked_multi_gpu_task_lets_a_one_gpu_task_backfill(
     pool = ResourceSpec(slots=None, auto=False, gpus=(0, 1, 2, 3), per_gpu=1)
     inner = SlotAllocator(pool, lock_dir=str(tmp_path / "locks"))
     alloc = Counting(inner)
-    rec = Recorder(here)
+    rec = MemoryRecorder(here)
     wait_go = "while [ ! -e go.{0} ]; do sleep 0.01; done"
     work = items(
         ("a", [("x", wait_go.format("a"))]),
@@ -403,11 +362,11 @@ def test_a_blocked_multi_gpu_task_lets_a_one_gpu_task_backfill(
 
     def drive() -> None:
         try:
-            wait_for(lambda: len(rec.of("start")) == 3 and inner.pending == 1, "a, b, c running, big blocked")
-            assert [e[1] for e in rec.of("start")] == ["a", "b", "c"]  # asked in item order
+            wait_for(lambda: len(rec.starts()) == 3 and inner.pending == 1, "a, b, c running, big blocked")
+            assert [e.task for e in rec.starts()] == ["a", "b", "c"]  # asked in item order
             (here / "go.c").touch()  # GPU 2 frees: big cannot use it (still short), small backfills
-            wait_for(lambda: bool(rec.of("end", "small")), "small ran")
-            assert not rec.of("start", "big")
+            wait_for(lambda: bool(rec.ends("small")), "small ran")
+            assert not rec.starts("big")
         finally:  # never leave the backend waiting
             for name in "abc":
                 (here / f"go.{name}").touch()
@@ -418,9 +377,12 @@ def test_a_blocked_multi_gpu_task_lets_a_one_gpu_task_backfill(
     backend.join(HANG_GUARD_S)
     for th in (t, backend):
         assert not th.is_alive() and not th.errors, th.errors  # type: ignore[attr-defined]
-    starts = {e[1]: e[3] for e in rec.of("start")}
+    starts = {e.task: e.placement.resource for e in rec.starts()}
     assert starts["small"] == "2" and len(set(starts["big"].split(","))) == 3
-    assert [e[1] for e in rec.of("start")].index("small") < [e[1] for e in rec.of("start")].index("big")
+    order = [e.task for e in rec.starts()]
+    assert order.index("small") < order.index("big")
+    big = rec.starts("big")[0].placement
+    assert big.gpus is not None and sorted(big.gpus) == sorted(int(g) for g in big.resource.split(","))
     assert alloc.acquired == alloc.released == 5
 
 
@@ -449,5 +411,5 @@ def test_stat_shows_running_for_a_command_that_outlasts_the_delay(here: Path) ->
     (here / "go").touch()
     runner.join(HANG_GUARD_S)
     assert not runner.is_alive() and not runner.errors  # type: ignore[attr-defined]
-    assert summary[0].status == "finished"
+    assert summary[0].status == RunStatus.FINISHED
     assert stats() == [{"a": "finished"}, {"a": "finished"}]

@@ -1,4 +1,5 @@
-"""Project hygiene that CI enforces: ruff lint and format, the reference params.yaml, the layout."""
+"""Project hygiene that CI enforces: ruff lint and format, mypy strict, the reference
+params.yaml, the layout."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ def _ruff(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("args", [("check", "."), ("format", "--check", ".")])
 def test_ruff_clean(args: tuple[str, ...]) -> None:
     res = _ruff(*args)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_mypy_strict_clean() -> None:
+    """mypy in strict mode over mlrunner/ (configured in pyproject.toml): no error at all."""
+    res = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary"], cwd=ROOT, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 

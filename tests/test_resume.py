@@ -339,3 +339,29 @@ def test_resume_a_given_run_id(project: Project) -> None:
     assert runs == {1: "finished", 2: "failed"}
     bad = project.run("--resume", "9")
     assert bad.returncode == 2 and "no ledger entry for run 9" in bad.stderr
+
+
+def test_resume_options_given_explicitly_override_the_stored_ones(project: Project) -> None:
+    """`run --resume --retries 0` overrides a stored `--retries 2` (0 is also the default,
+    so "equal to the default" cannot tell a given option from an absent one); without
+    `--retries` the resume keeps the stored 2."""
+    project.write(
+        """
+        template:
+          a: "echo try >> tries; exit 1"
+        ---
+        x: [1]
+        """
+    )
+
+    def tries() -> int:
+        return len((project.path / "tries").read_text().split())
+
+    project.run("--retries", "2", check=1)
+    assert tries() == 3
+    project.run("--resume", "--retries", "0", check=1)
+    assert tries() == 4  # one attempt, no retry
+    project.run("--resume", check=1)
+    assert tries() == 7  # the stored --retries 2 again
+    cmd = ledger_show(project)["tasks"][0]["commands"][0]
+    assert (cmd["status"], cmd["attempts"]) == ("failed", 7)

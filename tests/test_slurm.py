@@ -19,19 +19,21 @@ from typing import Any
 import pytest
 from slurm_support import slurm_cluster, squeue_ids
 
-from mlrunner.backends.base import RunOptions, WorkItem
+from mlrunner.backends.base import Outcome, Placement, RunOptions, WorkItem
+from mlrunner.backends.slurm import Registry, SlurmBackend
 from mlrunner.backends.slurm import job as slurm_job
-from mlrunner.backends.slurm.backend import Registry, SlurmBackend
 from mlrunner.errors import BackendError
 from mlrunner.plan import Command, Task, plan
 from mlrunner.spec import parse_spec
+from mlrunner.status import AttemptStatus, FailureClass
 
 pytestmark = pytest.mark.slurm
 __all__ = ["slurm_cluster"]  # the fixture, imported for pytest
 
 
 class RecordingRecorder:
-    """Stands in for the scheduler: records every call; attempts live in memory like ledger rows."""
+    """Stands in for the scheduler: records every call; attempts live in memory like ledger rows
+    (the placement and the outcome flattened into the row, as the ledger stores them)."""
 
     def __init__(
         self,
@@ -62,29 +64,51 @@ class RecordingRecorder:
             path = base.with_name(f"{base.name}.{n}")
         return path
 
-    def command_started(self, item: WorkItem, command: Command, **kw: Any) -> int:
+    def command_started(self, item: WorkItem, command: Command, placement: Placement, log_path: Path) -> int:
+        assert placement.process is None and placement.job is not None  # a job, never a local process
         with self.lock:
             attempt = {
                 "attempt_id": len(self.attempts) + 1,
                 "task": item.task.name,
                 "task_key": item.task.key,
                 "command": command.name,
-                "status": "running",
+                "status": AttemptStatus.RUNNING,
                 "ended_at": None,
-                **kw,
+                "resource": placement.resource,
+                "gpus": placement.gpus,
+                "job_id": placement.job.job_id,
+                "node": placement.job.node,
+                "log_path": log_path,
             }
             self.attempts.append(attempt)
         if self.on_start is not None:
             self.on_start(attempt)
         return int(attempt["attempt_id"])
 
-    def command_ended(self, attempt_id: int, item: WorkItem, command: Command, **kw: Any) -> str:
+    def command_ended(
+        self,
+        attempt_id: int,
+        item: WorkItem,
+        command: Command,
+        outcome: Outcome,
+        log_path: Path,
+        *,
+        last: bool = False,
+    ) -> AttemptStatus | FailureClass:
+        assert isinstance(outcome.status, AttemptStatus) and outcome.status is not AttemptStatus.RUNNING
         with self.lock:
             attempt = self.attempts[attempt_id - 1]
-            assert attempt["status"] == "running", f"attempt {attempt_id} ended twice: {attempt}"
+            assert attempt["status"] == AttemptStatus.RUNNING, f"attempt {attempt_id} ended twice: {attempt}"
             assert attempt["command"] == command.name
-            attempt.update(kw, ended_at=time.time())
-        return str(kw["status"])
+            attempt.update(
+                status=outcome.status,
+                exit_code=outcome.exit_code,
+                signal=outcome.signal,
+                failure_class=outcome.failure_class,
+                log_path=log_path,
+                ended_at=time.time(),
+            )
+        return outcome.failure_class or outcome.status
 
     def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
         with self.lock:

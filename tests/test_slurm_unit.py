@@ -1,8 +1,10 @@
 """The Slurm backend's parts that need no cluster: option mapping, state mapping, result
-files, and the in-job runner (run for real in a subprocess with Slurm's variables set)."""
+files, a job's results reported to a recorder, and the in-job runner (run for real in a
+subprocess with Slurm's variables set)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -16,17 +18,23 @@ from typing import Any
 import pytest
 
 from mlrunner import procs
-from mlrunner.backends.base import RunOptions
-from mlrunner.backends.slurm import job as slurm_job
-from mlrunner.backends.slurm.backend import (
+from mlrunner.backends.base import JobRef, Outcome, Placement, RunOptions, WorkItem
+from mlrunner.backends.slurm import (
     JobState,
+    Reporter,
     SlurmBackend,
+    Timing,
+    Track,
     command_status,
     expand_job_ids,
     gpus_override,
     submitit_parameters,
 )
+from mlrunner.backends.slurm import job as slurm_job
 from mlrunner.errors import BackendError, SpecError
+from mlrunner.plan import plan
+from mlrunner.spec import parse_spec
+from mlrunner.status import AttemptStatus, FailureClass, RunStatus, TaskStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,13 +147,46 @@ def test_no_slurm_client_on_path_is_a_backend_error(tmp_path: Path, monkeypatch:
     assert "start-local-slurm.sh" in str(info.value)
 
 
+SLURM_PKG = ROOT / "mlrunner" / "backends" / "slurm"
+SLURM_MODULES = sorted(p.stem for p in SLURM_PKG.glob("*.py") if p.stem != "__init__")
+
+
 def test_importing_the_backend_does_not_import_submitit() -> None:
-    code = (
-        "import sys, mlrunner.backends.slurm.backend, mlrunner.backends.slurm.job\n"
-        "print('submitit' in sys.modules)"
-    )
+    assert {"backend", "cluster", "job", "registry", "session", "submit", "track"} <= set(SLURM_MODULES)
+    imports = ", ".join(f"mlrunner.backends.slurm.{m}" for m in SLURM_MODULES)
+    code = f"import sys, mlrunner.backends.slurm, {imports}\nprint('submitit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _names_not_values(tree: ast.AST) -> set[int]:
+    """ids of the string constants that are docstrings, dict keys or subscripts (field names)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                skip.add(id(first.value))
+        elif isinstance(node, ast.Dict):
+            skip.update(id(k) for k in node.keys if k is not None)
+        elif isinstance(node, ast.Subscript):
+            skip.add(id(node.slice))
+    return skip
+
+
+def test_no_status_is_spelt_as_a_string_in_the_backend() -> None:
+    """Statuses come from mlrunner.status; Slurm's own state names stay text."""
+    statuses = {str(s) for enum in (AttemptStatus, TaskStatus, RunStatus, FailureClass) for s in enum}
+    found = []
+    for path in sorted(SLURM_PKG.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        skip = _names_not_values(tree)
+        found += [
+            f"{path.name}:{node.lineno}: {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in statuses and id(node) not in skip
+        ]
+    assert not found, "\n".join(found)
 
 
 # ---------------------------------------------------------------------- states
@@ -166,6 +207,7 @@ def test_expand_job_ids() -> None:
         ("interrupted", 15, "PREEMPTED", False, "preempted"),
         ("running", None, "NODE_FAIL", False, "node_fail"),
         ("failed", 9, "OUT_OF_MEMORY", False, "oom"),
+        (None, None, "OUT_OF_MEMORY", False, "oom"),
         ("failed", 9, "FAILED", False, "failed"),  # a signal from elsewhere: plain failure
         ("failed", None, "FAILED", False, "failed"),
         ("running", None, "FAILED", False, "lost"),  # the job died without a result
@@ -179,7 +221,8 @@ def test_expand_job_ids() -> None:
 def test_job_states_map_to_ledger_statuses(
     result: str | None, sig: int | None, state: str, by_us: bool, expected: str
 ) -> None:
-    assert command_status(result, sig, JobState(state), by_us) == expected
+    got = command_status(result, sig, JobState(state), by_us)
+    assert got is AttemptStatus(expected)
 
 
 def test_terminal_states() -> None:
@@ -187,6 +230,112 @@ def test_terminal_states() -> None:
         assert JobState(state).terminal
     for state in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED", "CONFIGURING"):
         assert not JobState(state).terminal
+
+
+# ---------------------------------------------------------------------- results -> recorder
+class _Calls:
+    """A recorder that keeps the calls the reporter makes."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, Placement, Path]] = []
+        self.ended: list[tuple[int, str, Outcome, Path]] = []
+
+    def command_started(self, item: WorkItem, command: Any, placement: Placement, log_path: Path) -> int:
+        self.started.append((command.name, placement, log_path))
+        return len(self.started)
+
+    def command_ended(
+        self,
+        attempt_id: int,
+        item: WorkItem,
+        command: Any,
+        outcome: Outcome,
+        log_path: Path,
+        *,
+        last: bool = False,
+    ) -> AttemptStatus | FailureClass:
+        assert not last  # the backend releases its claims itself
+        self.ended.append((attempt_id, command.name, outcome, log_path))
+        return outcome.failure_class or outcome.status
+
+
+def _track(tmp_path: Path, state: str, records: list[dict[str, Any]]) -> tuple[Track, _Calls, Reporter]:
+    """A submitted track of a two-command task whose job wrote ``records`` and is now in ``state``."""
+    spec = parse_spec("template:\n  prep: 'true'\n  train: 'true'\n---\nx: [1]\n")
+    (task,) = plan(spec, output=str(tmp_path / "out"), time="20240101.000000").tasks
+    item = WorkItem(task=task, commands=task.commands, position=1, total=1)
+    results = slurm_job.results_dir(tmp_path / "exp")
+    results.mkdir(parents=True)
+    logs = [str(tmp_path / "exp" / f"log.{c.name}") for c in task.commands]
+    entry = {
+        "token": "tok-0",
+        "job_id": "5_0",
+        "results_dir": str(results),
+        "slurm_log": None,
+        "commands": [
+            {"name": c.name, "log_path": log, "log": log} for c, log in zip(task.commands, logs, strict=True)
+        ],
+    }
+    for index, record in enumerate(records):
+        base = {"job_id": "5_0", "node": "n1", "resource": "0", "gpus": [0], "log_path": logs[index]}
+        slurm_job.atomic_write_json(slurm_job.result_path(results, "tok-0", 0, index), {**base, **record})
+    t = Track(item, entry, list(task.commands), state=JobState(state, "n1"))
+    t.terminal_since = time.monotonic() - 5.0 if t.state is not None and t.state.terminal else None
+    calls = _Calls()
+    return t, calls, Reporter(calls, Timing(result_settle=0.0))  # type: ignore[arg-type]
+
+
+def test_out_of_memory_is_oom_with_the_host_oom_failure_class(tmp_path: Path) -> None:
+    t, calls, reporter = _track(
+        tmp_path,
+        "OUT_OF_MEMORY",
+        [
+            {"status": "finished", "exit_code": 0, "signal": None},
+            {"status": "failed", "exit_code": None, "signal": 9},  # the OOM killer's SIGKILL
+        ],
+    )
+    reporter.advance(t)
+    assert t.done and t.outcome is AttemptStatus.OOM and t.stopped_at == 1
+    placement = Placement(resource="0", gpus=(0,), job=JobRef("5_0", "n1"))
+    assert [(name, p) for name, p, _ in calls.started] == [("prep", placement), ("train", placement)]
+    assert [(a, name, o) for a, name, o, _ in calls.ended] == [
+        (1, "prep", Outcome(AttemptStatus.FINISHED, 0, None)),
+        (2, "train", Outcome(AttemptStatus.OOM, None, 9, FailureClass.HOST_OOM)),
+    ]
+    assert calls.ended[1][3] == Path(tmp_path, "exp", "log.train")
+
+
+def test_out_of_memory_without_a_result_is_still_host_oom(tmp_path: Path) -> None:
+    t, calls, reporter = _track(tmp_path, "OUT_OF_MEMORY", [])
+    reporter.advance(t)
+    assert [o for _, _, o, _ in calls.ended] == [
+        Outcome(AttemptStatus.OOM, failure_class=FailureClass.HOST_OOM)
+    ]
+    assert calls.started[0][1] == Placement(resource="-", job=JobRef("5_0", "n1"))  # never said where
+
+
+def test_other_ends_leave_the_failure_class_to_the_log(tmp_path: Path) -> None:
+    t, calls, reporter = _track(
+        tmp_path, "TIMEOUT", [{"status": "interrupted", "exit_code": None, "signal": 15}]
+    )
+    reporter.advance(t)
+    assert [o for _, _, o, _ in calls.ended] == [Outcome(AttemptStatus.TIMEOUT, None, 15, None)]
+    t, calls, reporter = _track(
+        tmp_path / "b", "FAILED", [{"status": "failed", "exit_code": 3, "signal": None}]
+    )
+    reporter.advance(t)
+    assert [o for _, _, o, _ in calls.ended] == [Outcome(AttemptStatus.FAILED, 3, None, None)]
+    assert t.outcome is AttemptStatus.FAILED
+
+
+def test_a_running_job_is_started_not_ended(tmp_path: Path) -> None:
+    t, calls, reporter = _track(
+        tmp_path, "RUNNING", [{"status": "running", "exit_code": None, "signal": None}]
+    )
+    reporter.advance(t)
+    reporter.advance(t)  # polled again: no second start
+    assert [name for name, _, _ in calls.started] == ["prep"] and calls.ended == []
+    assert not t.done and t.open == {0: (1, 0)}
 
 
 # ---------------------------------------------------------------------- result files

@@ -19,12 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlrunner.errors import SpecError, UsageError
+from mlrunner.expdir import log_name
 from mlrunner.plan import (
     EMPTY_NAME,
     Command,
     experiment_name,
     legacy_name,
-    log_name,
     plan,
     safe_name,
     shell_line,
@@ -215,7 +215,7 @@ def test_unsafe_names_are_sanitised_with_a_hash_suffix(name_cwd: Path) -> None:
 def test_names_are_stable_across_processes(name_cwd: Path) -> None:
     cases = [{"k": "a\nb"}, {f"k{i}": "v" * 100 for i in range(5)}, {"norm": "new"}, {"/": True}]
     script = (
-        "import json, sys\nfrom mlrunner.plan.expand import experiment_name\n"
+        "import json, sys\nfrom mlrunner.plan import experiment_name\n"
         "print(json.dumps([experiment_name(c) for c in json.load(sys.stdin)]))\n"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")

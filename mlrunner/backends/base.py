@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mlrunner.status import AttemptStatus, FailureClass
 
@@ -100,10 +100,14 @@ class Allocation(Protocol):
     def env(self) -> dict[str, str]: ...
 
 
-class Allocator(Protocol):
-    """Hands out allocations; thread-safe. ``fixed``: every allocation is a fixed slot that
-    a 1-GPU task gets at once while fewer than ``capacity`` are held (acquire never blocks
-    then). ``pending``: how many acquisitions are waiting inside it now."""
+A = TypeVar("A", bound=Allocation)
+
+
+class Allocator(Protocol[A]):
+    """Hands out allocations of type ``A``, and takes back only those; thread-safe.
+    ``fixed``: every allocation is a fixed slot that a 1-GPU task gets at once while fewer
+    than ``capacity`` are held (acquire never blocks then). ``pending``: how many
+    acquisitions are waiting inside it now."""
 
     @property
     def capacity(self) -> int: ...
@@ -114,11 +118,11 @@ class Allocator(Protocol):
     @property
     def pending(self) -> int: ...
 
-    def acquire(self, gpus_needed: int, stop: threading.Event | None = None) -> Allocation | None:
+    def acquire(self, gpus_needed: int, *, stop: threading.Event) -> A | None:
         """Block until an allocation is free (None: ``stop`` was set first)."""
         ...
 
-    def release(self, alloc: Allocation) -> None: ...
+    def release(self, alloc: A) -> None: ...
 
 
 class Recorder(Protocol):

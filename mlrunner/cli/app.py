@@ -11,11 +11,14 @@ import gc
 import json
 import os
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mlrunner.errors import MlrunnerError, UsageError
+
+if TYPE_CHECKING:
+    from mlrunner.cli.render import LiveRenderer, PlainRenderer
 
 HELP = "Run a LOT of machine-learning experiments on a pool of GPUs, and never lose track of one."
 
@@ -58,6 +61,7 @@ def _slurm_overrides(values: list[str] | None) -> dict[str, Any]:
 
 
 def run_command(
+    ctx: typer.Context,
     yaml_path: Annotated[str, typer.Option("-y", "--yaml", help="The params.yaml to run.")] = "params.yaml",
     output: OutputOpt = "output",
     title: Annotated[str | None, typer.Option("-t", "--title", help="Only grids with this _title.")] = None,
@@ -128,8 +132,8 @@ def run_command(
             params_path=yaml_path,
             output=output,
             title=title,
-            commands=list(command) if command else None,
-            resources=_split_resources(resource),
+            commands=tuple(command) if command else None,
+            resources=_tuple(_split_resources(resource)),
             force=force,
             dry_run=dry_run,
             debug=debug,
@@ -144,25 +148,43 @@ def run_command(
             slurm=_slurm_overrides(slurm),
             resume=resume,
             run_id=run_id,
-            argv=list(sys.argv),
+            argv=tuple(sys.argv),
             cwd=os.getcwd(),
+            given=_given(ctx),
         )
-        if backend == "slurm" and not detach and sys.stdin.isatty():
-            req.detach = _ask_detach
+        ask = _ask_detach if backend == "slurm" and not detach and sys.stdin.isatty() else None
         renderer = _renderer(output, dry_run)
         # Start-up's objects (typer, click, yaml...) live as long as the process: keep the
         # garbage collector from scanning them again during a sweep of many short commands.
         gc.freeze()
         try:
-            summary = Runner(req, renderer).run()
+            summary = Runner(req, renderer, ask_detach=ask).run()
         finally:
-            close = getattr(renderer, "close", None)
-            if close:
-                close()
+            renderer.close()
     except MlrunnerError as exc:
         _fail(exc)
         return
     raise typer.Exit(summary.exit_code)
+
+
+# run_command's parameters that are not named as the RunRequest fields they fill
+_FIELD_OF = {"yaml_path": "params_path", "command": "commands", "resource": "resources"}
+
+
+def _given(ctx: typer.Context) -> frozenset[str]:
+    """The RunRequest fields whose options the user gave (command line or environment),
+    as opposed to left at their default: on resume those override the stored run's."""
+    explicit = {"COMMANDLINE", "ENVIRONMENT", "PROMPT"}  # click's ParameterSource names
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name in explicit
+
+    return frozenset(_FIELD_OF.get(name, name) for name in ctx.params if given(name))
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values is not None else None
 
 
 def _ask_detach() -> bool:
@@ -170,7 +192,7 @@ def _ask_detach() -> bool:
     return not typer.confirm("\nCancel the submitted Slurm jobs?", default=True, err=True)
 
 
-def _renderer(output: str, dry_run: bool) -> Any:
+def _renderer(output: str, dry_run: bool) -> LiveRenderer | PlainRenderer:
     from mlrunner.cli.render import LiveRenderer, PlainRenderer
 
     if sys.stdout.isatty() and not dry_run and os.environ.get("MLRUNNER_PLAIN") != "1":
@@ -208,9 +230,11 @@ def _open_ledger(output: str) -> Any:
 @ledger_app.command("ls")
 def ledger_ls(output: OutputOpt = "output", as_json: JsonOpt = False) -> None:
     """One row per run: id, start, status, git commit, tasks finished/failed/total."""
+    from mlrunner.ledger.views import runs_doc
+
     try:
         with _open_ledger(output) as ledger:
-            runs = ledger.list_runs()
+            runs = runs_doc(ledger)
     except MlrunnerError as exc:
         _fail(exc)
         return
@@ -273,11 +297,14 @@ def ledger_show(
     ] = None,
 ) -> None:
     """The tasks of one run, each command's status, exit code, attempts and log."""
+    from mlrunner.ledger.views import run_doc
+    from mlrunner.status import AttemptStatus, TaskStatus
+
     try:
         with _open_ledger(output) as ledger:
             if ledger.get_run(run) is None:
                 raise UsageError(f"no run {run} under '{output}'", hint="`mlrunner ledger ls` lists the runs")
-            doc = ledger.show_run(run, status=status)
+            doc = run_doc(ledger, run, status=status)
     except MlrunnerError as exc:
         _fail(exc)
         return
@@ -301,9 +328,10 @@ def ledger_show(
             )
     headers = ["task", "command", "status", "exit", "attempts", "gpu", "log"]
     _print_table(f"Run {r.get('id')} ({r.get('status')}) under {output}", headers, rows)
+    quiet = (AttemptStatus.FINISHED, TaskStatus.PENDING, AttemptStatus.RUNNING)  # no log tail shown
     for t in doc["tasks"]:
         for c in t["commands"]:
-            if c["status"] not in ("finished", "pending", "running") and c.get("log_tail"):
+            if c["status"] not in quiet and c.get("log_tail"):
                 typer.echo(f"\n--- {t['name']} / {c['name']}: last lines of the log ---")
                 typer.echo("\n".join(c["log_tail"].rstrip().splitlines()[-10:]))
 
@@ -313,16 +341,17 @@ def status_command(output: OutputOpt = "output", as_json: JsonOpt = False) -> No
     """What a running sweep is doing now: each live command, elapsed time, overall progress."""
     import time
 
+    from mlrunner.ledger.views import live_doc
+
     try:
         with _open_ledger(output) as ledger:
-            live = ledger.live_attempts()
-            runs = ledger.list_runs()
+            doc = live_doc(ledger)
     except MlrunnerError as exc:
         _fail(exc)
         return
-    active = [r for r in runs if r.get("status") == "running"]
+    live, active = doc["live"], doc["runs"]
     if as_json:
-        typer.echo(json.dumps({"live": live, "runs": active}, indent=2, default=str))
+        typer.echo(json.dumps(doc, indent=2, default=str))
         return
     if not live and not active:
         typer.echo(f"Nothing is running under {output}.")

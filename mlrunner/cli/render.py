@@ -9,23 +9,53 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
-from mlrunner.events import Event, RunSummary
+from mlrunner.events import (
+    CommandEvent,
+    DryLine,
+    Ended,
+    Event,
+    InfoMessage,
+    Orphans,
+    PlanReady,
+    RunSummary,
+    Skipped,
+    Started,
+    Stopping,
+    Summary,
+    WarningMessage,
+)
+from mlrunner.status import AttemptStatus, RunStatus
+
+STOPPING = "Stopping: no new commands; running ones get SIGTERM (Ctrl-C again to kill at once)"
 
 
-def _info(data: dict[str, Any]) -> str:
-    return f"{data['command']:8}:{data['position']:2d}/{data['total']:2d}, {data['output_dir']}"
+def _info(e: CommandEvent) -> str:
+    return f"{e.command:8}:{e.position:2d}/{e.total:2d}, {e.output_dir}"
 
 
-def _where(data: dict[str, Any]) -> str:
+def _where(e: Started) -> str:
     parts = []
-    if data.get("job_id"):
-        parts.append(f"job: {data['job_id']}")
-    if data.get("node"):
-        parts.append(f"node: {data['node']}")
-    parts.append(f"gpu: {data.get('resource') if data.get('resource') is not None else '-'}")
+    if e.job_id:
+        parts.append(f"job: {e.job_id}")
+    if e.node:
+        parts.append(f"node: {e.node}")
+    parts.append(f"gpu: {e.resource if e.resource is not None else '-'}")
     return ", ".join(parts)
+
+
+def _fail_line(e: Ended) -> str:
+    why = f"exit {e.exit_code}" if e.exit_code is not None else f"signal {e.signal}"
+    if e.failure_class:
+        why += f", {e.failure_class}"
+    word = "FAIL   " if e.status is not AttemptStatus.INTERRUPTED else "STOP   "
+    return f"{word} {_info(e)} ({e.status}: {why}; log: {e.log})"
+
+
+def _dry_line(e: DryLine) -> str:
+    return f"DRY     {_info(e)}\n        {e.line}"
 
 
 def plain_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -38,13 +68,13 @@ def plain_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def orphans_line(params: list[str]) -> str:
+def orphans_line(params: Sequence[str]) -> str:
     return "Orphan params: " + ("{" + ", ".join(repr(p) for p in params) + "}" if params else "set()")
 
 
 def summary_lines(s: RunSummary, output: str) -> list[str]:
     lines: list[str] = []
-    if s.status == "dry-run":
+    if s.status is RunStatus.DRY_RUN:
         lines.append(f"Dry run: {s.n_tasks} tasks, {s.n_commands} commands; nothing was run or written.")
         return lines
     if s.skipped:
@@ -54,14 +84,14 @@ def summary_lines(s: RunSummary, output: str) -> list[str]:
     if s.failed_dirs:
         lines.append(f"Failed tasks: {len(s.failed_dirs)}/{s.n_tasks}")
         lines.extend(f"    {d}" for d in s.failed_dirs)
-    elif s.status != "interrupted":
+    elif s.status is not RunStatus.INTERRUPTED:
         lines.append("No task failed.")
     run = f" (run {s.run_id})" if s.run_id is not None else ""
     lines.append(
         f"Commands: {s.finished} finished, {s.failed} failed, {s.skipped} skipped, "
         f"{s.interrupted} interrupted, {s.not_started} not started{run}"
     )
-    if s.status == "interrupted" or s.failed:
+    if s.status is RunStatus.INTERRUPTED or s.failed:
         lines.append(f"Finish what is unfinished with: run --resume -o {_quote(output)}")
     return lines
 
@@ -82,47 +112,45 @@ class PlainRenderer:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        d = event.data
-        k = event.kind
-        if k == "orphans":
-            line = orphans_line(d["params"])
-        elif k == "plan":
-            line = f"Tasks: {d['tasks']}, Commands: {d['commands']}"
-        elif k == "start":
-            line = f"START   {_where(d)}, {_info(d)}"
-        elif k == "skip":
-            line = f"SKIP    {_info(d)}"
-        elif k == "fail":
-            why = f"exit {d['exit_code']}" if d.get("exit_code") is not None else f"signal {d.get('signal')}"
-            if d.get("failure_class"):
-                why += f", {d['failure_class']}"
-            word = "FAIL   " if d["status"] != "interrupted" else "STOP   "
-            line = f"{word} {_info(d)} ({d['status']}: {why}; log: {d['log']})"
-        elif k == "dry":
-            line = f"DRY     {_info(d)}\n        {d['line']}"
-        elif k in ("warning", "info"):
-            with self._lock:
-                prefix = "WARNING: " if k == "warning" else ""
-                print(prefix + d["message"], file=self.err if k == "warning" else self.out, flush=True)
-            return
-        elif k == "stopping":
-            with self._lock:
-                print(
-                    "Stopping: no new commands; running ones get SIGTERM (Ctrl-C again to kill at once)",
-                    file=self.err,
-                    flush=True,
-                )
-            return
-        elif k == "summary":
-            lines = summary_lines(d["summary"], self.output)
-            if not lines:
+        match event:
+            case Orphans(params=params):
+                line = orphans_line(params)
+            case PlanReady(tasks=tasks, commands=commands):
+                line = f"Tasks: {tasks}, Commands: {commands}"
+            case Started():
+                line = f"START   {_where(event)}, {_info(event)}"
+            case Skipped():
+                line = f"SKIP    {_info(event)}"
+            case Ended() if not event.finished:
+                line = _fail_line(event)
+            case DryLine():
+                line = _dry_line(event)
+            case WarningMessage(message=message):
+                self._print("WARNING: " + message, self.err)
                 return
-            line = "\n".join(lines)
-        else:
-            return
+            case InfoMessage(message=message):
+                self._print(message, self.out)
+                return
+            case Stopping():
+                self._print(STOPPING, self.err)
+                return
+            case Summary(summary=summary):
+                lines = summary_lines(summary, self.output)
+                if not lines:
+                    return
+                line = "\n".join(lines)
+            case _:
+                return
         with self._lock:
             self.out.write(line + "\n")
             self.out.flush()
+
+    def _print(self, line: str, file: TextIO) -> None:
+        with self._lock:
+            print(line, file=file, flush=True)
+
+    def close(self) -> None:
+        """Nothing to tear down (every line is flushed as it is written)."""
 
 
 class LiveRenderer:
@@ -135,7 +163,7 @@ class LiveRenderer:
         self.console = Console()
         self.err = Console(stderr=True)
         self._lock = threading.Lock()
-        self.running: dict[tuple[str, str], dict[str, Any]] = {}
+        self.running: dict[tuple[str, str], tuple[Started, float]] = {}  # -> (start, t0)
         self.total = 0
         self.done = 0
         self.failed = 0
@@ -151,8 +179,8 @@ class LiveRenderer:
         with self._lock:
             rows = list(self.running.values())
             done, failed, total, skipped = self.done, self.failed, self.total, self.skipped
-        for r in rows:
-            table.add_row(f"[cyan]{_where(r)}[/]", r["command"], r["output_dir"], f"{now - r['t0']:6.0f}s")
+        for r, t0 in rows:
+            table.add_row(f"[cyan]{_where(r)}[/]", r.command, r.output_dir, f"{now - t0:6.0f}s")
         finished = done + failed
         work = max(total - skipped, 0)
         elapsed = now - self.started_at
@@ -174,48 +202,45 @@ class LiveRenderer:
         from rich.live import Live
         from rich.markup import escape
 
-        d = event.data
-        k = event.kind
-        if k == "plan":
-            with self._lock:
-                self.total = d["commands"]
-            self.console.print(f"Tasks: {d['tasks']}, Commands: {d['commands']}")
-            if self._live is None:
-                self._live = Live(get_renderable=self._table, console=self.console, refresh_per_second=4)
-                self._live.start()
-        elif k == "orphans":
-            self.console.print(escape(orphans_line(d["params"])), style="red" if d["params"] else None)
-        elif k == "start":
-            with self._lock:
-                self.running[(d["output_dir"], d["command"])] = dict(d, t0=time.monotonic())
-        elif k in ("finish", "fail"):
-            with self._lock:
-                self.running.pop((d["output_dir"], d["command"]), None)
-                if k == "finish":
-                    self.done += 1
-                else:
-                    self.failed += 1
-            if k == "fail":
-                self.console.print(
-                    escape(f"FAIL    {_info(d)} ({d['status']}; log: {d['log']})"), style="red"
-                )
-        elif k == "skip":
-            with self._lock:
-                self.skipped += 1
-        elif k == "dry":
-            self.console.print(escape(f"DRY     {_info(d)}\n        {d['line']}"), highlight=False)
-        elif k == "warning":
-            self.err.print(escape("WARNING: " + d["message"]), style="yellow")
-        elif k == "info":
-            self.console.print(escape(d["message"]))
-        elif k == "stopping":
-            self.err.print(
-                "Stopping: no new commands; running ones get SIGTERM (Ctrl-C again to kill at once)"
-            )
-        elif k == "summary":
-            self.close()
-            for line in summary_lines(d["summary"], self.output):
-                self.console.print(escape(line), highlight=False)
+        match event:
+            case PlanReady(tasks=tasks, commands=commands):
+                with self._lock:
+                    self.total = commands
+                self.console.print(f"Tasks: {tasks}, Commands: {commands}")
+                if self._live is None:
+                    self._live = Live(get_renderable=self._table, console=self.console, refresh_per_second=4)
+                    self._live.start()
+            case Orphans(params=params):
+                self.console.print(escape(orphans_line(params)), style="red" if params else None)
+            case Started():
+                with self._lock:
+                    self.running[(event.output_dir, event.command)] = (event, time.monotonic())
+            case Ended():
+                with self._lock:
+                    self.running.pop((event.output_dir, event.command), None)
+                    if event.finished:
+                        self.done += 1
+                    else:
+                        self.failed += 1
+                if not event.finished:
+                    self.console.print(
+                        escape(f"FAIL    {_info(event)} ({event.status}; log: {event.log})"), style="red"
+                    )
+            case Skipped():
+                with self._lock:
+                    self.skipped += 1
+            case DryLine():
+                self.console.print(escape(_dry_line(event)), highlight=False)
+            case WarningMessage(message=message):
+                self.err.print(escape("WARNING: " + message), style="yellow")
+            case InfoMessage(message=message):
+                self.console.print(escape(message))
+            case Stopping():
+                self.err.print(STOPPING)
+            case Summary(summary=summary):
+                self.close()
+                for line in summary_lines(summary, self.output):
+                    self.console.print(escape(line), highlight=False)
 
     def close(self) -> None:
         if self._live is not None:

@@ -1,37 +1,41 @@
 """Experiment dirs of an output tree: listing them, loading ``param`` and finding logs.
 
-An experiment dir (0.5.9's layout, kept by mlrunner 1.x) holds ``param`` (YAML: the
-resolved params plus ``_name``, ``_output``, ``_time``, ``_scripts``), ``stat`` and
-``log.<command>.<YYYYmmdd.HHMMSS>`` files. Dot-dirs (``<output>/.mlrunner``) are not
+The layout of an experiment dir is :mod:`mlrunner.expdir`'s (0.5.9's, kept by mlrunner
+1.x); this module reads it through that package. Dot-dirs (``<output>/.mlrunner``) are not
 experiments and are never listed.
 """
 
 from __future__ import annotations
 
-import collections
 import contextvars
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, NamedTuple
 
 from mlrunner.errors import ExamineError
-from mlrunner.expdir import fastyaml
+from mlrunner.expdir import LOG_PREFIX, log_names
 
-try:  # libyaml's loader is ~8x faster than the pure-Python one
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+# What parsers see and fill; keys and values are the user's (YAML keys may be ints...).
+Params = dict[Any, Any]  # the ``param`` file
+Metrics = dict[Any, Any]  # table columns
+Caches = dict[Any, Any]  # the shared ``caches`` (and an experiment's own ``cache``)
+Delta = dict[Any, tuple[bool, Any]]  # what parsers did to ``caches``: key -> (added, value)
 
-PARAM_FILE = "param"
 
-Experiment = collections.namedtuple("Experiment", ["cache", "metric", "param"])
-Experiment.__doc__ = """One experiment as parsers see it: three dicts.
+class Experiment(NamedTuple):
+    """One experiment as parsers see it: three dicts.
 
-``param``: the experiment's ``param`` file; ``metric``: table columns parsers add;
-``cache``: per-experiment scratch space that is not tabulated."""
+    ``param``: the experiment's ``param`` file; ``metric``: table columns parsers add;
+    ``cache``: per-experiment scratch space that is not tabulated."""
+
+    cache: Caches
+    metric: Metrics
+    param: Params
+
+
+Parser = Callable[[Path, Experiment, Caches], object]  # a user parser (its result is ignored)
 
 # latest_log() records the logs it did not find while a parser runs, so that the
 # Examiner can say "no log.test.* in this dir" next to the parser's error.
@@ -79,51 +83,11 @@ def list_dirs(output: str | os.PathLike[str]) -> list[str]:
     return names
 
 
-def _loads(text: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_SafeLoader)
-    except yaml.constructor.ConstructorError:
-        # 0.5.9 read param files with FullLoader (python/tuple tags and the like).
-        return yaml.load(text, Loader=yaml.FullLoader)
-
-
-def read_params(exp_dir: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
-    """(params, None); (None, None) when there is no usable ``param`` (0.5.9 skips the dir);
-    (None, problem) when the file exists but cannot be read as a YAML mapping."""
-    path = os.path.join(exp_dir, PARAM_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"cannot read {PARAM_FILE}: {exc}"
-    data = fastyaml.load(text)
-    try:
-        if data is None:
-            data = _loads(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{PARAM_FILE}:{mark.line + 1}" if mark is not None else PARAM_FILE
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return None, f"{where}: invalid YAML ({problem}); fix or delete the file"
-    if data is None:
-        return None, None
-    if not isinstance(data, dict):
-        return None, f"{PARAM_FILE}: expected a YAML mapping of params, got {type(data).__name__}"
-    return data, None
-
-
-def log_names(names: list[str] | tuple[str, ...], command: str) -> list[str]:
-    """The ``log.<command>.*`` names among ``names``, oldest first (time stamps sort)."""
-    prefix = f"log.{command}."
-    return sorted(n for n in names if n.startswith(prefix))
-
-
 def note_missing_log(command: str, index: int) -> None:
     seen = _missing_logs.get()
     if seen is not None:
-        which = f"log.{command}.*" if index == -1 else f"log.{command}.* (index {index})"
+        pattern = f"{LOG_PREFIX}{command}.*"
+        which = pattern if index == -1 else f"{pattern} (index {index})"
         if which not in seen:
             seen.append(which)
 

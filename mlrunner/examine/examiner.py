@@ -21,15 +21,12 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from mlrunner.examine import ledger_join, table
 from mlrunner.examine.cache import CacheStore
-from mlrunner.examine.dirs import Experiment, compile_regex, list_dirs
+from mlrunner.examine.dirs import Caches, Experiment, Parser, compile_regex, list_dirs
 from mlrunner.examine.identity import parser_token
 from mlrunner.examine.parsers import RegexParser
 from mlrunner.examine.pipeline import Pipeline, Step, apply_delta, user_label
@@ -68,7 +65,7 @@ class Examiner:
 
     def __init__(self, *, cache: bool = True, metrics_files: bool = True) -> None:
         self._steps: list[Step] = []
-        self.caches: dict[Any, Any] = {}
+        self.caches: Caches = {}
         self.experiments: dict[str, Experiment] = {}
         self.cache = cache
         self.metrics_files = metrics_files
@@ -80,11 +77,11 @@ class Examiner:
     # -- parsers -------------------------------------------------------------------------
 
     @property
-    def exams(self) -> list[Callable[[Path, Experiment, dict], Any]]:
+    def exams(self) -> list[Parser]:
         """The parsers, in the order they run."""
         return [step.parser for step in self._steps]
 
-    def add(self, func: Callable[[Path, Experiment, dict], Any], *, cache: bool = True) -> None:
+    def add(self, func: Parser, *, cache: bool = True) -> None:
         """Register a parser; parsers run in the order added. Adding one twice is a no-op.
 
         ``cache=False``: run it on every exam(), for a parser whose result depends on more
@@ -198,7 +195,7 @@ class Examiner:
         columns, rows = table.build(experiments, concise, self._regex_names)
         if print_tsv:
             table.print_tsv(columns, rows)
-        df = pd.DataFrame(rows, columns=columns)
+        df: pd.DataFrame = pd.DataFrame(rows, columns=columns)  # the stubs give Self -> Any here
         if name:
             df.insert(0, "_name", pd.Series(list(self.experiments), dtype=object))
         if ledger:

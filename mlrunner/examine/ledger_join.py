@@ -1,7 +1,7 @@
 """Ledger columns for the table: what the runner recorded about each experiment dir.
 
 Joined on ``os.path.realpath(experiment dir)`` with
-:meth:`mlrunner.ledger.store.Ledger.experiment_summary`. Dirs the ledger does not know (0.5.9
+:func:`mlrunner.ledger.views.experiment_summary`. Dirs the ledger does not know (0.5.9
 runs, or output trees without a ledger) get missing values (NaN / <NA> / NaT / None).
 """
 
@@ -32,13 +32,14 @@ COLUMNS: tuple[tuple[str, str, str | None], ...] = (
 def summaries(outputs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """realpath(experiment dir) -> summary, over the ledgers of ``outputs`` that have one."""
     from mlrunner.ledger import Ledger, ledger_path
+    from mlrunner.ledger.views import experiment_summary
 
     merged: dict[str, dict[str, Any]] = {}
     for output in dict.fromkeys(outputs):
         if not ledger_path(output).is_file():
             continue
         with Ledger(output, create=False) as ledger:
-            merged.update(ledger.experiment_summary())
+            merged.update(experiment_summary(ledger))
     return merged
 
 
@@ -52,7 +53,7 @@ def join(df: pd.DataFrame, exp_dirs: Sequence[str], outputs: Sequence[str]) -> p
     """``df`` (one row per dir of ``exp_dirs``) with the ledger columns appended."""
     known = summaries(outputs)
     rows = [known.get(os.path.realpath(d)) or {} for d in exp_dirs]
-    out = df.copy()
+    out: pd.DataFrame = df.copy()
     for column, key, dtype in COLUMNS:
         values = [row.get(key) for row in rows]
         if key == "started_at":

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mlrunner.errors import ExamineError
-from mlrunner.examine.dirs import Experiment, log_names
+from mlrunner.examine.dirs import Caches, Experiment
+from mlrunner.expdir import log_names
 
 METRICS_JSON = "metrics.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -78,13 +79,13 @@ class RegexParser:
         value = last.group(1) if self.regex.groups else last.group(0)
         return {self.name: _number(value) if value is not None else None}, None
 
-    def __call__(self, output_dir: Path, experiment: Experiment, caches: dict) -> None:
+    def __call__(self, output_dir: Path, experiment: Experiment, caches: Caches) -> None:
         """Usable as a plain 0.5.9-style parser too."""
         updates, _ = self.parse(os.fspath(output_dir), os.listdir(output_dir))
         experiment.metric.update(updates)
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
@@ -95,7 +96,7 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _last_jsonl_object(path: str) -> tuple[dict | None, str | None]:
+def _last_jsonl_object(path: str) -> tuple[dict[str, Any] | None, str | None]:
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         chunk = _TAIL_BYTES

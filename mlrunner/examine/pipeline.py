@@ -17,17 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlrunner import expdir
 from mlrunner.examine import dirs
-from mlrunner.examine.dirs import Experiment
+from mlrunner.examine.dirs import Caches, Delta, Experiment, Metrics, Params, Parser
 from mlrunner.examine.parsers import METRICS_TOKEN, RegexParser, parse_metrics_files
 
 STATE_VERSION = 1
+# the cached state after the prefix: param (None: unreadable), metric, cache, delta, problems
+State = tuple[Params | None, Metrics, Caches, Delta, list[str]]
 _LIBRARY_DIRS = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
 
 
 @dataclass(frozen=True)
 class Step:
-    parser: Any  # a RegexParser or a user function
+    parser: Parser  # a RegexParser or a user function
     token: str | None  # None: never cached
     label: str
 
@@ -36,7 +39,7 @@ class Step:
         return isinstance(self.parser, RegexParser)
 
 
-def user_label(func: Any) -> str:
+def user_label(func: object) -> str:
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
     return f"parser {name}"
 
@@ -46,12 +49,12 @@ class Outcome:
     """What examining one dir produced; ``state`` None: no ``param``, not an experiment."""
 
     name: str
-    state: tuple[dict, dict, dict, dict] | None  # param, metric, cache, caches delta (see apply_delta)
+    state: tuple[Params, Metrics, Caches, Delta] | None  # param, metric, cache, delta (apply_delta)
     problems: list[str] = field(default_factory=list)
     payloads: dict[str, bytes] = field(default_factory=dict)  # what to cache
 
 
-def apply_delta(caches: dict, delta: dict[Any, tuple[bool, Any]]) -> None:
+def apply_delta(caches: Caches, delta: Delta) -> None:
     """Replay what one experiment's parsers did to ``caches``: keys they rebound are set;
     keys they added are set unless present (an earlier experiment added it first)."""
     for key, (added, value) in delta.items():
@@ -94,7 +97,7 @@ class Pipeline:
         return self.k == len(self.steps)
 
     def run_user(
-        self, step: Step, path: Path, names: tuple[str, ...], exp: Experiment, caches: dict, delta: dict
+        self, step: Step, path: Path, names: tuple[str, ...], exp: Experiment, caches: Caches, delta: Delta
     ) -> str | None:
         before = {key: id(value) for key, value in caches.items()}
         misses: list[str] = []
@@ -119,44 +122,45 @@ class Pipeline:
         return None
 
     def run_one(
-        self, name: str, exp_dir: str, names: tuple[str, ...], cached: dict[str, bytes], caches: dict
+        self, name: str, exp_dir: str, names: tuple[str, ...], cached: dict[str, bytes], caches: Caches
     ) -> Outcome:
         """Examine one dir; ``cached``: its payloads from the cache (listing unchanged)."""
         out = Outcome(name, None)
-        if dirs.PARAM_FILE not in names:
+        if expdir.PARAM_FILE not in names:
             return out
         blob = cached.get(self.prefix_token)
+        state: State | None
         if blob is None:
             state = self._run_prefix(exp_dir, names, caches, out)
             if state is None:
                 return out
         else:
             state = pickle.loads(blob)
+            assert state is not None
             out.problems.extend(state[4])
             out.payloads[self.prefix_token] = blob
-            if state[0] is None:  # an unreadable param file, unchanged since
-                return out
-            if state[3]:
-                apply_delta(caches, state[3])
         param, metric, cache, delta, _ = state
+        if param is None:  # an unreadable param file, unchanged since
+            return out
+        if blob is not None and delta:
+            apply_delta(caches, delta)
         if self.k < len(self.steps):
             self._run_tail(Experiment(cache, metric, param), exp_dir, names, cached, caches, delta, out)
         out.state = (param, metric, cache, delta)
         return out
 
-    def _run_prefix(
-        self, exp_dir: str, names: tuple[str, ...], caches: dict, out: Outcome
-    ) -> tuple[dict, dict, dict, dict, list[str]] | None:
+    def _run_prefix(self, exp_dir: str, names: tuple[str, ...], caches: Caches, out: Outcome) -> State | None:
         """Read ``param`` and the metrics files, run the steps before k; cache the state."""
-        param, problem = dirs.read_params(exp_dir)
+        unread: list[str] = []
+        param = expdir.read_param(exp_dir, unread)
         if param is None:
-            if problem:
-                out.problems.append(problem)
-                out.payloads[self.prefix_token] = pickle.dumps((None, {}, {}, {}, [problem]))
+            if unread:
+                out.problems.extend(unread)
+                out.payloads[self.prefix_token] = pickle.dumps((None, {}, {}, {}, unread))
             return None
-        metric: dict[str, Any] = {}
-        cache: dict[str, Any] = {}
-        delta: dict[Any, tuple[bool, Any]] = {}
+        metric: Metrics = {}
+        cache: Caches = {}
+        delta: Delta = {}
         if self.metrics_files:
             updates, problem = parse_metrics_files(exp_dir, names)
             metric.update(updates)
@@ -166,7 +170,7 @@ class Pipeline:
         exp = Experiment(cache=cache, metric=metric, param=param)
         path = Path(exp_dir)
         for step in self.steps[: self.k]:
-            if step.builtin:
+            if isinstance(step.parser, RegexParser):
                 updates, problem = step.parser.parse(exp_dir, names)
                 metric.update(updates)
             else:
@@ -174,7 +178,7 @@ class Pipeline:
                 clean = clean and problem is None  # a user parser that raised: run it again next time
             if problem:
                 out.problems.append(problem)
-        state = (param, metric, cache, delta, list(out.problems))
+        state: State = (param, metric, cache, delta, list(out.problems))
         if clean:
             blob = _dumps(state)
             if blob is not None:
@@ -187,19 +191,22 @@ class Pipeline:
         exp_dir: str,
         names: tuple[str, ...],
         cached: dict[str, bytes],
-        caches: dict,
-        delta: dict,
+        caches: Caches,
+        delta: Delta,
         out: Outcome,
     ) -> None:
         """The steps from k on: built-ins from their own cache entries, user parsers live."""
         path = Path(exp_dir)
         for step in self.steps[self.k :]:
-            if step.builtin and step.token in cached:
-                updates, problem = pickle.loads(cached[step.token])
-                out.payloads[step.token] = cached[step.token]
-            elif step.builtin:
-                updates, problem = step.parser.parse(exp_dir, names)
-                out.payloads[step.token] = pickle.dumps((updates, problem))
+            parser, token = step.parser, step.token
+            if isinstance(parser, RegexParser) and token is not None:
+                blob = cached.get(token)
+                if blob is not None:
+                    updates, problem = pickle.loads(blob)
+                else:
+                    updates, problem = parser.parse(exp_dir, names)
+                    blob = pickle.dumps((updates, problem))
+                out.payloads[token] = blob
             else:
                 updates, problem = {}, self.run_user(step, path, names, exp, caches, delta)
             exp.metric.update(updates)

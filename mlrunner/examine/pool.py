@@ -21,6 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from mlrunner.errors import ExamineError
 from mlrunner.examine.cache import CacheStore, DirScan, scan_dir
+from mlrunner.examine.dirs import Caches
 from mlrunner.examine.pipeline import Outcome, Pipeline
 
 MIN_PARALLEL = 32  # fewer dirs than this: forking costs more than it saves
@@ -29,10 +30,12 @@ Item = tuple[str, str]  # dir name, dir path
 Found = tuple[str, str, DirScan, Outcome]
 
 # Set in the parent just before the workers fork; read by them.
-_JOBS: tuple[Pipeline, CacheStore, list[Item], int, dict] | None = None
+_JOBS: tuple[Pipeline, CacheStore, list[Item], int, Caches] | None = None
 
 
-def _lookup(pipeline: Pipeline, store: CacheStore, item: Item, now: int) -> tuple[DirScan, dict, bool] | None:
+def _lookup(
+    pipeline: Pipeline, store: CacheStore, item: Item, now: int
+) -> tuple[DirScan, dict[str, bytes], bool] | None:
     scan = scan_dir(item[1], now)
     if scan is None:
         return None  # removed meanwhile
@@ -41,7 +44,7 @@ def _lookup(pipeline: Pipeline, store: CacheStore, item: Item, now: int) -> tupl
 
 
 def examine_serial(
-    pipeline: Pipeline, store: CacheStore, items: list[Item], now: int, caches: dict
+    pipeline: Pipeline, store: CacheStore, items: list[Item], now: int, caches: Caches
 ) -> Iterator[Found]:
     """Each dir in order; a miss runs the parsers on the live ``caches``."""
     for name, path in items:
@@ -81,7 +84,7 @@ def can_fork() -> bool:
 
 
 def examine_parallel(
-    pipeline: Pipeline, store: CacheStore, items: list[Item], now: int, caches: dict, workers: int
+    pipeline: Pipeline, store: CacheStore, items: list[Item], now: int, caches: Caches, workers: int
 ) -> Iterator[Found]:
     """Each dir in order, parsed in ``workers`` forked processes; ``caches`` is not touched."""
     global _JOBS
@@ -115,12 +118,13 @@ def _decode(
     name: str,
     path: str,
     result: tuple[DirScan, bytes | None, bytes | None],
-    scratch: dict,
+    scratch: Caches,
 ) -> Outcome:
     scan, hit_blob, outcome_blob = result
     if hit_blob is not None:  # decoding a cache payload runs no parser
         return pipeline.run_one(name, path, scan.names, {pipeline.prefix_token: hit_blob}, {})
     if outcome_blob is not None:
-        return pickle.loads(outcome_blob)
+        outcome: Outcome = pickle.loads(outcome_blob)
+        return outcome
     # the outcome could not be pickled: parse it here, on a copy of the caches
     return pipeline.run_one(name, path, scan.names, store.get(name, scan), scratch)

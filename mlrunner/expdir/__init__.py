@@ -1,31 +1,43 @@
-"""An experiment dir, the 0.5.9 compatibility contract: the ``param`` and ``stat`` files
-(``files``: atomic writes, the fast writer, delayed 'running' stats) and the fast reader of
-the ``param`` shape mlrunner writes (``fastyaml``)."""
+"""An experiment dir, the 0.5.9 compatibility contract, in one place.
 
-from mlrunner.expdir import fastyaml
-from mlrunner.expdir.files import (
+- ``names``: file names (``param``, ``stat``), log names ``log.<cmd>.<time>``, the
+  ``stat`` words;
+- ``yamlfast``: the YAML of ``param`` files both ways (PyYAML's dumper and loader, and the
+  fast writer and reader of the common shape, which share one set of rules);
+- ``files``: the ``param`` and ``stat`` files (atomic writes, :func:`read_param`, the one
+  reader of ``param``; :class:`Writer`: delayed ``running`` stats).
+
+``git.json`` / ``git.patch`` are written and read by :mod:`mlrunner.snapshot`.
+"""
+
+from mlrunner.expdir import yamlfast
+from mlrunner.expdir.files import Writer, atomic_write, param_text, read_param, read_stat, stat_text
+from mlrunner.expdir.names import (
+    LOG_PREFIX,
     PARAM_FILE,
     STAT_FILE,
-    Writer,
-    atomic_write,
-    dump_yaml,
-    load_yaml,
-    param_text,
-    read_param,
-    read_stat,
-    stat_text,
+    STAT_WORDS,
+    log_name,
+    log_names,
+    stat_word,
 )
+from mlrunner.expdir.yamlfast import dump_yaml, load_yaml
 
 __all__ = [
+    "LOG_PREFIX",
     "PARAM_FILE",
     "STAT_FILE",
+    "STAT_WORDS",
     "Writer",
     "atomic_write",
     "dump_yaml",
-    "fastyaml",
     "load_yaml",
+    "log_name",
+    "log_names",
     "param_text",
     "read_param",
     "read_stat",
     "stat_text",
+    "stat_word",
+    "yamlfast",
 ]

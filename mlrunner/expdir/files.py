@@ -2,9 +2,10 @@
 
 ``param`` is YAML: the resolved params plus ``_name``, ``_output``, ``_time`` and
 ``_scripts`` (a copy-pasteable shell line per command). ``stat`` is YAML: command ->
-``finished`` / ``failed`` / ``running`` / ``interrupted``. Both are written atomically
-(temp file + rename) so a crash never leaves a half-written file. The ledger is the
-source of truth; these files are its compatible view.
+``finished`` / ``failed`` / ``running`` / ``interrupted`` (:data:`~.names.STAT_WORDS`).
+Both are written atomically (temp file + rename) so a crash never leaves a half-written
+file. The ledger is the source of truth; these files are its compatible view.
+:func:`read_param` is the one reader of ``param``: the runner's and the Examiner's.
 
 :class:`Writer` writes them for a run: at once, or (a command's ``running``) after a
 delay that a short command's end usually makes unnecessary.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -23,28 +23,8 @@ from typing import Any
 
 import yaml
 
-try:  # the C dumper/loader are ~10x faster than the pure-Python ones
-    from yaml import CSafeDumper as _Dumper
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
-
-PARAM_FILE = "param"
-STAT_FILE = "stat"
-# Statuses the stat file shows (0.5.9's words); ledger-only classes map onto them.
-STAT_WORDS = {
-    "finished": "finished",
-    "failed": "failed",
-    "oom": "failed",
-    "timeout": "failed",
-    "node_fail": "failed",
-    "preempted": "interrupted",
-    "cancelled": "interrupted",
-    "interrupted": "interrupted",
-    "lost": "interrupted",
-    "running": "running",
-}
+from mlrunner.expdir import yamlfast
+from mlrunner.expdir.names import PARAM_FILE, STAT_FILE, stat_word
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
@@ -71,106 +51,50 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
         raise
 
 
-def dump_yaml(data: Any) -> str:
-    return yaml.dump(data, Dumper=_Dumper, width=1_000_000, allow_unicode=True, sort_keys=False)
-
-
-def load_yaml(path: str | os.PathLike[str]) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=_Loader)
-
-
 def param_text(params: Mapping[str, Any]) -> str:
-    """``params`` as YAML, exactly as :func:`dump_yaml` writes it.
+    """``params`` as YAML, exactly as :func:`~.yamlfast.dump_yaml` writes it.
 
     The common shape (scalars, and one level of nested mapping for ``_scripts``) is
-    written here directly: the YAML dumper's Python representer costs about 0.1 ms per
-    experiment, on the dispatch loop. Anything it is not sure of goes to the dumper.
+    written by :func:`~.yamlfast.dump` directly: the YAML dumper's Python representer
+    costs about 0.1 ms per experiment, on the dispatch loop.
     """
-    text = _simple_yaml(params)
-    return dump_yaml(dict(params)) if text is None else text
+    text = yamlfast.dump(params)
+    return yamlfast.dump_yaml(dict(params)) if text is None else text
 
 
-_PLAIN_CHARS = re.compile(r"[ -~]+")  # printable ASCII, no tab or line break
-_NO_PLAIN_START = frozenset("#,[]{}&*!|>'\"%@`?:- ")
-_RESOLVERS = yaml.resolver.Resolver.yaml_implicit_resolvers
+def read_param(exp_dir: str | os.PathLike[str], problems: list[str] | None = None) -> dict[str, Any] | None:
+    """The experiment's ``param`` mapping; None when there is none.
 
-
-def _string(text: str) -> str | None:
-    """How the dumper writes the string ``text``: as it is, or in single quotes when YAML
-    would read it as something else (``'true'``, ``'1.5'``, ``'2020-01-01'``); None when
-    it may do anything else (indicators, line breaks, tabs, non-ASCII, long strings)."""
-    if not _plain_shape(text):
-        return None
-    for tag, regexp in _RESOLVERS.get(text[0], ()):
-        if tag != "tag:yaml.org,2002:str" and regexp.match(text):
-            return "'" + text + "'"  # _plain_shape admits no quote: nothing to double
-    return text
-
-
-def _plain_shape(text: str) -> bool:
-    """Characters and indicators allow a plain scalar (implicit types aside)."""
-    if not text or len(text) > 4096 or not _PLAIN_CHARS.fullmatch(text):
-        return False
-    if text[0] in _NO_PLAIN_START or text[-1] in " :" or text.startswith(("---", "...")):
-        return False
-    return ": " not in text and " #" not in text and "'" not in text
-
-
-def _plain(text: str) -> bool:
-    """True when the dumper writes the string ``text`` unquoted (as it is)."""
-    return _string(text) == text
-
-
-def _scalar(value: Any) -> str | None:
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return "true" if value else "false"
-    kind = type(value)
-    if kind is int:
-        return str(value)
-    if kind is float:
-        if value != value:
-            return ".nan"
-        if value in (math.inf, -math.inf):
-            return ".inf" if value > 0 else "-.inf"
-        text = repr(value).lower()
-        return text.replace("e", ".0e", 1) if "." not in text and "e" in text else text
-    if kind is str:
-        return _string(value)
-    return None
-
-
-def _simple_yaml(data: Mapping[str, Any]) -> str | None:
-    lines: list[str] = []
-    return "".join(lines) if _simple_lines(data, lines, nested=True) and lines else None
-
-
-def _simple_lines(data: Mapping[str, Any], lines: list[str], nested: bool) -> bool:
-    """Append ``key: value`` lines (and, when ``nested``, one level of mappings) to ``lines``;
-    False when anything needs the dumper."""
-    indent = "" if nested else "  "
-    for key, value in data.items():
-        if type(key) is not str or len(key) > 100 or not _plain(key):
-            return False
-        if nested and type(value) is dict:
-            lines.append(f"{key}:\n")
-            if not value or not _simple_lines(value, lines, nested=False):
-                return False
-            continue
-        text = _scalar(value)
-        if text is None:
-            return False
-        lines.append(f"{indent}{key}: {text}\n")
-    return True
-
-
-def read_param(exp_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The experiment's ``param`` mapping, None when the file is missing or unreadable."""
+    None without a problem when the file is missing or empty (0.5.9 skips such a dir);
+    None with a problem appended to ``problems`` (when given) when the file exists but
+    cannot be read as a YAML mapping. The common shape is read by :func:`~.yamlfast.load`,
+    the rest by PyYAML (0.5.9's FullLoader for python/... tags).
+    """
+    path = os.path.join(exp_dir, PARAM_FILE)
+    problem: str | None = None
+    data: Any = None
     try:
-        data = load_yaml(Path(exp_dir, PARAM_FILE))
-    except (OSError, yaml.YAMLError):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot read {PARAM_FILE}: {exc}"
+    else:
+        data = yamlfast.load(text)
+        if data is None:
+            try:
+                data = yamlfast.load_yaml(text, legacy=True)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f"{PARAM_FILE}:{mark.line + 1}" if mark is not None else PARAM_FILE
+                what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                problem = f"{where}: invalid YAML ({what}); fix or delete the file"
+        if data is not None and not isinstance(data, dict):
+            problem = f"{PARAM_FILE}: expected a YAML mapping of params, got {type(data).__name__}"
+    if problem is not None:
+        if problems is not None:
+            problems.append(problem)
         return None
     return data if isinstance(data, dict) else None
 
@@ -178,8 +102,8 @@ def read_param(exp_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 def read_stat(exp_dir: str | os.PathLike[str]) -> dict[str, str]:
     """command -> status from ``stat``; {} when missing or unreadable (0.5.9 files included)."""
     try:
-        data = load_yaml(Path(exp_dir, STAT_FILE))
-    except (OSError, yaml.YAMLError):
+        data = yamlfast.load_yaml(Path(exp_dir, STAT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
         return {}
     if not isinstance(data, dict):
         return {}
@@ -189,7 +113,7 @@ def read_stat(exp_dir: str | os.PathLike[str]) -> dict[str, str]:
 def stat_text(stat: Mapping[str, str]) -> str:
     # Command names match [\w-]+ and statuses are plain words: this is valid YAML, and
     # an order of magnitude cheaper than a YAML dumper on the per-command hot path.
-    return "".join(f"{name}: {STAT_WORDS.get(status, status)}\n" for name, status in stat.items())
+    return "".join(f"{name}: {stat_word(status)}\n" for name, status in stat.items())
 
 
 class Writer:

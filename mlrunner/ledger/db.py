@@ -1,7 +1,8 @@
 """The ledger's storage: one SQLite file, safe under many processes and threads.
 
 :class:`LedgerDB` owns the connection, the transactions and the file's health; the
-runs, tasks, claims and attempts in it are :class:`mlrunner.ledger.store.Ledger`'s. Rules,
+runs, tasks, claims and attempts in it are :class:`mlrunner.ledger.store.Ledger`'s, which
+holds one LedgerDB and writes and reads through :meth:`LedgerDB.transaction`. Rules,
 after the SQLite docs and peers' bugs (Optuna #820, MLflow #4123):
 
 - WAL journal, ``busy_timeout`` 30 s, ``synchronous=NORMAL``;
@@ -20,9 +21,7 @@ happened and how to fix it: a write either commits or raises, never a silent suc
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import sqlite3
 import sys
 import threading
@@ -33,25 +32,15 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
-from mlrunner.errors import LedgerError, UnsafeFilesystemError
+from mlrunner.errors import LedgerError
+from mlrunner.ledger.fs import LEDGER_DIR_ENV, check_local_filesystem, ledger_path
 from mlrunner.ledger.schema import migrate, pending_migrations
 
 BUSY_TIMEOUT_S = 30.0
-CHECKPOINT_INTERVAL_S = 0.5  # Ledger.background_checkpoints
+CHECKPOINT_INTERVAL_S = 0.5  # LedgerDB.background_checkpoints
 CHECKPOINT_JOIN_S = 5.0  # how long the run's end waits for the last background checkpoint
 WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
 MIGRATION_LOCK_TIMEOUT_S = 120.0
-LEDGER_DIR_ENV = "MLRUNNER_LEDGER_DIR"
-MOUNTS_FILE_ENV = "MLRUNNER_MOUNTS_FILE"  # testing hook: read this instead of /proc/mounts
-# Filesystems where SQLite's POSIX locks are unreliable (sqlite.org/faq.html#q5, lockingv3).
-NETWORK_FILESYSTEMS = frozenset(
-    {
-        "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "ncpfs", "afs", "9p", "sshfs",
-        "fuse.sshfs", "lustre", "gpfs", "beegfs", "fhgfs", "glusterfs", "fuse.glusterfs",
-        "panfs", "davfs", "fuse.davfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone",
-        "fuse.juicefs", "fuse.cephfs", "ceph",
-    }
-)  # fmt: skip
 
 # Connections inherited over fork() are never closed in the child (closing could drop the
 # parent's locks or checkpoint under it): they are parked here for the child's lifetime.
@@ -69,70 +58,6 @@ def _reset_locks_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_locks_in_child)
-
-
-def ledger_dir(output: str | os.PathLike[str]) -> Path:
-    """Directory of the ledger of ``output``: ``<output>/.mlrunner``.
-
-    With ``MLRUNNER_LEDGER_DIR`` set, ``<that dir>/<basename>-<hash of realpath(output)>``,
-    so several output roots can keep their ledgers on one local disk without mixing.
-    """
-    override = os.environ.get(LEDGER_DIR_ENV)
-    if override:
-        real = os.path.realpath(os.fspath(output))
-        tag = hashlib.sha256(real.encode()).hexdigest()[:12]
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(real)).strip("._")[:40] or "root"
-        return Path(override).expanduser().absolute() / f"{base}-{tag}"
-    return Path(output) / ".mlrunner"
-
-
-def ledger_path(output: str | os.PathLike[str]) -> Path:
-    """The ledger file of ``output`` (see :func:`ledger_dir`)."""
-    return ledger_dir(output) / "ledger.db"
-
-
-def _unescape_mount(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mount_of(path: str | os.PathLike[str], mounts_file: str | None = None) -> tuple[str, str, str] | None:
-    """(mount point, fs type, source) of the mount holding ``path``; None if unknown."""
-    probe = os.path.realpath(os.fspath(path))  # the path need not exist yet
-    mounts_file = mounts_file or os.environ.get(MOUNTS_FILE_ENV) or "/proc/mounts"
-    try:
-        with open(mounts_file, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    best: tuple[str, str, str] | None = None
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        source, point, fstype = _unescape_mount(fields[0]), _unescape_mount(fields[1]), fields[2]
-        inside = probe == point or probe.startswith(point.rstrip("/") + "/")
-        # Later lines win on equal length: the last mount on a point hides earlier ones.
-        if inside and (best is None or len(point) >= len(best[0])):
-            best = (point, fstype, source)
-    return best
-
-
-def check_local_filesystem(directory: str | os.PathLike[str], mounts_file: str | None = None) -> None:
-    """Raise UnsafeFilesystemError when ``directory`` is on a network filesystem."""
-    mount = mount_of(directory, mounts_file)
-    if mount is None:
-        return
-    point, fstype, source = mount
-    network = fstype.lower() in NETWORK_FILESYSTEMS or (fstype == "fuse" and source.startswith("sshfs#"))
-    if network:
-        raise UnsafeFilesystemError(
-            f"the ledger directory {os.fspath(directory)} is on a network filesystem "
-            f"({fstype} mounted at {point} from {source}), where SQLite locking is unsafe: "
-            f"concurrent runs could corrupt the ledger",
-            hint=f"keep the outputs where they are and put the ledger on a local disk that survives "
-            f"reboots, e.g. export {LEDGER_DIR_ENV}=/var/tmp/$USER/mlrunner, and use the same value "
-            f"for every run and `mlrunner` command on this output",
-        )
 
 
 _Self = TypeVar("_Self", bound="LedgerDB")
@@ -192,7 +117,8 @@ class LedgerDB:
             raise
         return conn
 
-    def _connection(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
+        """This process's connection (opened on first use, and again after a fork)."""
         pid = os.getpid()
         if self._conn is None or self._pid != pid:
             if self._conn is not None:  # inherited over fork: park it, never touch it here
@@ -202,7 +128,7 @@ class LedgerDB:
         return self._conn
 
     def _inspect(self) -> tuple[list[str], str]:
-        conn = self._connection()
+        conn = self.connection()
         todo = pending_migrations(conn, str(self.path))
         return [m.name for m in todo], conn.execute("PRAGMA journal_mode").fetchone()[0]
 
@@ -255,7 +181,7 @@ class LedgerDB:
             )
         if self.read_only or (not todo and journal == "wal"):
             return
-        conn = self._connection()
+        conn = self.connection()
         from filelock import FileLock, Timeout
 
         lock = FileLock(str(self.dir / "ledger.lock"), timeout=MIGRATION_LOCK_TIMEOUT_S)
@@ -302,7 +228,7 @@ class LedgerDB:
         connection runs a PASSIVE checkpoint (it never blocks writers) every ``interval``
         seconds, and once more at the end.
         """
-        conn = self._connection()
+        conn = self.connection()
         with self._lock:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
         done = threading.Event()
@@ -409,7 +335,7 @@ class LedgerDB:
             finally:
                 self._batching = False
                 if self._batch_began:
-                    conn = self._connection()
+                    conn = self.connection()
                     try:
                         conn.execute("COMMIT")
                     except sqlite3.Error as e:
@@ -423,7 +349,7 @@ class LedgerDB:
         assert self._batching
         if write and not self._batch_began:
             try:
-                self._connection().execute("BEGIN IMMEDIATE")
+                self.connection().execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
                 raise self._error(e, "write") from e
             self._batch_began = True
@@ -436,7 +362,7 @@ class LedgerDB:
             yield conn
 
     @contextmanager
-    def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         """One transaction: BEGIN IMMEDIATE for writes, a consistent snapshot for reads
         (inside :meth:`batch`, a savepoint of the batch's transaction)."""
         with self._lock:
@@ -460,7 +386,7 @@ class LedgerDB:
         doing = "write" if write else "read"
         with self._lock:
             try:
-                conn = self._connection()
+                conn = self.connection()
                 for sql in begin:
                     conn.execute(sql)
             except sqlite3.Error as e:
@@ -489,5 +415,5 @@ class LedgerDB:
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: 'ok' for a sound file."""
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             return "\n".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))

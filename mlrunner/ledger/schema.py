@@ -1,12 +1,14 @@
-"""Schema of the SQLite ledger: statuses, ordered named migrations, derived task progress.
+"""Schema of the SQLite ledger: ordered named migrations, derived task progress.
 
 Every migration runs in its own ``BEGIN IMMEDIATE`` transaction and is recorded in the
-``migrations`` table (name, applied_at). The caller (:class:`mlrunner.ledger.store.Ledger`)
+``migrations`` table (name, applied_at). The caller (:class:`mlrunner.ledger.db.LedgerDB`)
 holds a ``filelock`` on ``ledger.lock`` while migrating, so two processes opening a
 fresh ledger at once never race. A ledger that records a migration this code does not
 know was written by a newer mlrunner and is refused.
 
-Never edit or reorder a released migration: append a new one.
+Never edit or reorder a released migration: append a new one. The statuses stored are
+those of :mod:`mlrunner.status`; a released migration's SQL keeps the text it was written
+with.
 """
 
 from __future__ import annotations
@@ -14,42 +16,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mlrunner.errors import LedgerVersionError
-
-# Attempt statuses. 'running' is the only live one; the others end an attempt.
-FAILED_STATUSES = frozenset({"failed", "timeout", "oom", "node_fail"})
-INTERRUPTED_STATUSES = frozenset({"interrupted", "cancelled", "preempted"})
-END_STATUSES = frozenset({"finished", "lost"} | FAILED_STATUSES | INTERRUPTED_STATUSES)
-ATTEMPT_STATUSES = END_STATUSES | {"running"}
-# A run's own status (the runner's view of the whole invocation).
-RUN_STATUSES = frozenset({"running", "finished", "failed", "interrupted", "lost", "cancelled"})
-# What a task reads as, derived from the latest attempt of each of its commands.
-TASK_STATUSES = ("pending", "running", "finished", "failed", "interrupted", "lost")
-
-
-def task_status(states: Iterable[str | None]) -> str:
-    """Task status from the latest status of each command (None: never started).
-
-    failed if any command failed (or timed out, ran out of memory...), else running if
-    any runs, else interrupted (interrupted/cancelled/preempted) or lost if any, else
-    finished if all finished, else pending.
-    """
-    seen = list(states)
-    present = set(seen)
-    if present & FAILED_STATUSES:
-        return "failed"
-    if "running" in present:
-        return "running"
-    if present & INTERRUPTED_STATUSES:
-        return "interrupted"
-    if "lost" in present:
-        return "lost"
-    if all(s == "finished" for s in seen):
-        return "finished"
-    return "pending"
+from mlrunner.status import AttemptStatus, FailureClass, task_status
 
 
 @dataclass(frozen=True)
@@ -178,15 +149,32 @@ def _m0003_task_progress(conn: sqlite3.Connection) -> None:
     refresh_all_task_progress(conn)
 
 
+def _m0004_failure_class_oom_split(conn: sqlite3.Connection) -> None:
+    """Out of memory's two failure classes, kept apart: the host's (Slurm OUT_OF_MEMORY,
+    attempt status ``oom``) is ``host_oom``; CUDA's (found in the log of a failed command),
+    recorded as ``oom`` before, is ``gpu_oom``."""
+    legacy_oom = "oom"  # the failure class of both before this migration
+    conn.execute(
+        "UPDATE attempts SET failure_class = ? WHERE status = ?",
+        (FailureClass.HOST_OOM.value, AttemptStatus.OOM.value),
+    )
+    conn.execute(
+        "UPDATE attempts SET failure_class = ? WHERE failure_class = ? AND status != ?",
+        (FailureClass.GPU_OOM.value, legacy_oom, AttemptStatus.OOM.value),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_attempt_failure_details", _m0002_failure_details),
     Migration("0003_task_progress", _m0003_task_progress),
+    Migration("0004_failure_class_oom_split", _m0004_failure_class_oom_split),
 )
 
 
 def _progress(commands: Sequence[str], latest: dict[str, str]) -> tuple[str, int]:
-    return task_status(latest.get(c) for c in commands), sum(latest.get(c) == "finished" for c in commands)
+    status = task_status(latest.get(c) for c in commands).value
+    return status, sum(latest.get(c) == AttemptStatus.FINISHED for c in commands)
 
 
 def refresh_task_progress(

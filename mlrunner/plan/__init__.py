@@ -1,28 +1,36 @@
 """Spec -> Plan: grid expansion, defaults, dedup by resolved params, 0.5.9-compatible
-directory names, rendering of ``{p}`` / ``[p]`` templates, log names."""
+directory names, rendering of ``{p}`` / ``[p]`` templates and of shell lines.
 
-from mlrunner.plan.expand import (
+Modules: ``tasks`` (Command, Task, Plan), ``names`` (experiment names), ``render``
+(templates, shell lines), ``grid`` (per-grid tables), ``expand`` (:func:`plan`). Log names
+belong to the experiment dir: :func:`mlrunner.expdir.log_name`.
+"""
+
+from mlrunner.plan.expand import plan
+from mlrunner.plan.names import (
     EMPTY_NAME,
-    Command,
-    Plan,
-    Task,
+    MAX_NAME_BYTES,
+    digest,
     experiment_name,
+    fit_name,
     legacy_name,
-    log_name,
-    plan,
     safe_name,
-    shell_line,
 )
+from mlrunner.plan.render import render_field, shell_line
+from mlrunner.plan.tasks import Command, Plan, Task
 
 __all__ = [
     "EMPTY_NAME",
+    "MAX_NAME_BYTES",
     "Command",
     "Plan",
     "Task",
+    "digest",
     "experiment_name",
+    "fit_name",
     "legacy_name",
-    "log_name",
     "plan",
+    "render_field",
     "safe_name",
     "shell_line",
 ]

@@ -7,7 +7,7 @@
   a task holds one per GPU share it uses. The kernel drops it when the holding process
   dies, so a crashed runner never leaves a GPU reserved. The lock directory is shared by
   every runner (and user) of the machine: see :func:`default_lock_dir`.
-* :func:`classify_failure` reads a failed command's log tail and says ``'oom'`` when a
+* :func:`classify_failure` reads a failed command's log tail and says ``gpu_oom`` when a
   CUDA out-of-memory error (PyTorch, TensorFlow, JAX/XLA, plain CUDA) ended it.
 
 The allocator that hands slots and GPU shares to tasks is :mod:`mlrunner.resources.slots`
@@ -28,6 +28,7 @@ import tempfile
 from dataclasses import dataclass
 
 from mlrunner.errors import ResourceError
+from mlrunner.status import FailureClass
 
 QUERY_FIELDS = "index,uuid,name,memory.total,memory.used,memory.free,utilization.gpu"
 NVIDIA_SMI_ARGS = (f"--query-gpu={QUERY_FIELDS}", "--format=csv,noheader,nounits")
@@ -248,12 +249,12 @@ _OOM_PATTERNS = re.compile(
 )
 
 
-def classify_failure(log_tail: str) -> str | None:
-    """``'oom'`` when the log tail of a failed command shows a CUDA out-of-memory error
-    (PyTorch, TensorFlow, JAX/XLA, CUDA runtime), None for any other failure.
+def classify_failure(log_tail: str) -> FailureClass | None:
+    """``FailureClass.GPU_OOM`` when the log tail of a failed command shows a CUDA
+    out-of-memory error (PyTorch, TensorFlow, JAX/XLA, CUDA runtime), None for any other.
 
     A plain Python ``MemoryError`` (host memory) is not a GPU OOM and gives None.
     """
     if log_tail and _OOM_PATTERNS.search(log_tail):
-        return "oom"
+        return FailureClass.GPU_OOM
     return None

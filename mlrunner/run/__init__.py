@@ -1,5 +1,14 @@
-"""The run loop: plan, snapshot, ledger, what is unfinished, execute, signals."""
+"""The run loop: plan, snapshot, ledger, what is unfinished, execute, signals.
 
-from mlrunner.run.runner import Runner, RunRecorder, RunRequest, reap_orphans
+``request`` holds :class:`RunRequest` (and how a resume merges it with the stored run's
+options), ``runner`` the :class:`Runner` (the steps of a run), ``recorder`` the
+:class:`RunRecorder` (the backends' :class:`mlrunner.backends.base.Recorder`),
+``orphans`` :func:`reap_orphans`, ``signals`` SIGINT/SIGTERM handling.
+"""
 
-__all__ = ["RunRecorder", "RunRequest", "Runner", "reap_orphans"]
+from mlrunner.run.orphans import reap_orphans
+from mlrunner.run.recorder import RunRecorder
+from mlrunner.run.request import RunRequest
+from mlrunner.run.runner import TIME_FORMAT, Runner
+
+__all__ = ["TIME_FORMAT", "RunRecorder", "RunRequest", "Runner", "reap_orphans"]

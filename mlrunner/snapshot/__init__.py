@@ -1,8 +1,10 @@
-"""The run's git snapshot: ``capture`` (git plumbing: a temporary index, write-tree, a
-commit kept under a ref), ``record`` (the Snapshot and the git.json / git.patch files of
-each experiment dir), ``restore`` (`mlrunner restore` and `run --isolate` worktrees)."""
+"""The run's git snapshot: ``git`` (running git, commits kept under a ref, patches),
+``capture`` (the working state into a tree, through a temporary index), ``record`` (the
+Snapshot and the git.json / git.patch files of each experiment dir), ``rebuild``
+(`mlrunner restore` and `run --isolate` worktrees)."""
 
-from mlrunner.snapshot.capture import PATCH_NAME, SNAPSHOT_REF_PREFIX, strip_credentials
+from mlrunner.snapshot.capture import PATCH_NAME
+from mlrunner.snapshot.git import SNAPSHOT_REF_PREFIX, strip_credentials
 from mlrunner.snapshot.rebuild import RestoreResult, materialize, remove_worktree, restore
 from mlrunner.snapshot.record import (
     JSON_NAME,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlrunner.errors import RestoreError, SnapshotError
-from mlrunner.snapshot.capture import SNAPSHOT_REF_PREFIX, GitFailed, commit_tree, git_env, run_git
+from mlrunner.snapshot.git import SNAPSHOT_REF_PREFIX, GitFailed, commit_tree, git_env, run_git
 from mlrunner.snapshot.record import Snapshot, read_snapshot
 
 

@@ -27,15 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from mlrunner.errors import SnapshotError
-from mlrunner.snapshot.capture import (
-    PATCH_NAME,
+from mlrunner.snapshot.capture import PATCH_NAME, Clock, Limits, capture, exclude_prefixes
+from mlrunner.snapshot.git import (
     SNAPSHOT_REF_PREFIX,
-    Clock,
     GitFailed,
-    Limits,
-    capture,
     empty_tree_id,
-    exclude_prefixes,
     strip_credentials,
     write_patch,
 )

@@ -3,24 +3,23 @@
 Each work item (a task) takes one allocation (a slot: ``CUDA_VISIBLE_DEVICES``) and runs
 its commands in order, each through bash in its own session (so a whole process group can
 be signalled), its whole output in the experiment's log file. A failing command stops its
-task (after ``retries`` more tries; an OOM failure re-acquires the allocation first).
+task (after ``retries`` more tries; a GPU out-of-memory failure re-acquires the allocation
+first).
 
 Why a loop and not a thread per slot: the per-command work here is many short system calls
 (spawn, SQLite, small files) and Python glue. Worker threads contend for the GIL and the
 recorder's locks at every one of them; measured on the dispatch benchmark (issue 8), the
 loop spends 10-15% less CPU per command than a thread per slot with the same recorder,
-and is as fast or faster in wall time. One thread spawns, waits for *any* child to exit
-(a pidfd per child in a selector, or polling where pidfds are missing), records, and
-starts the next command.
+and is as fast or faster in wall time. One thread spawns (:mod:`.spawn`), waits for *any*
+child to exit (a pidfd per child in a selector, or polling where pidfds are missing),
+records, and starts the next command (:class:`mlrunner.procs.Spawner`: one posix_spawn of
+bash per command; its start is committed to the ledger at once, on its own).
 
-Spawning: ``os.posix_spawn`` of bash (resolved once) when it is equivalent to
-:func:`mlrunner.procs.spawn` (no debug tee, commands run in the current directory; the
-descriptors ``close_fds`` would close are closed by spawn actions); it is about half the
-parent's work of ``subprocess.Popen``. Otherwise :func:`mlrunner.procs.spawn`. With more
-than 2 slots, the posix_spawn goes through libc by ctypes in a spawn thread
-(:mod:`.cspawn`), which releases the GIL while glibc waits for bash to start, so the loop
-records other commands meanwhile; a spawned command is recorded as soon as it is handed
-back, before the round's other ledger work.
+Each item is a :class:`.machine.Job` whose one phase says where it is; the loop moves it
+only through :data:`.machine.TRANSITIONS` and asks the machine the decisions (last command,
+retry, re-allocation after a GPU OOM, what a stop does). The loop's queues are indexes in
+the order things happen; a job's phase is the truth (a queued entry whose job moved on is
+skipped).
 
 Allocation: fixed slots (``resource: [0, 1]``) for 1-GPU tasks never block while the
 loop holds fewer allocations than there are slots, so the loop acquires them itself. Any
@@ -45,174 +44,51 @@ from __future__ import annotations
 import os
 import queue
 import selectors
-import shutil
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Generic, TypeVar
 
 from mlrunner import procs
-from mlrunner.backends.base import Backend, Recorder, RunOptions, WorkItem
+from mlrunner.backends.base import (
+    Allocation,
+    Allocator,
+    Backend,
+    Placement,
+    ProcessRef,
+    Recorder,
+    RunOptions,
+    WorkItem,
+)
+from mlrunner.backends.local.machine import Job, Next, Phase, StopAction
 
 POLL_S = 0.1  # the longest the loop sleeps without looking at recorder.stop
 STOP_POLL_S = 0.05  # while stopping: how often to check descendants / re-send SIGKILL
 SHORT_POLL_S = 0.005  # polling children without pidfds; handing over to the next helper
 KILL_PATIENCE_S = 5.0  # after SIGKILL, how long to wait for descendants (D state) to go
-SPAWN_THREAD_ENV = "MLRUNNER_SPAWN_THREAD"  # "1"/"0" forces the spawn thread on/off (tests)
+
+T = TypeVar("T")
 
 
-class LocalBackend(Backend):
+A = TypeVar("A", bound=Allocation)
+
+
+class LocalBackend(Backend, Generic[A]):
     name = "local"
 
-    def __init__(self, allocator: Any) -> None:
-        # a mlrunner.resources.slots.SlotAllocator (typed loosely to keep this module import-light)
+    def __init__(self, allocator: Allocator[A]) -> None:
         self.allocator = allocator
 
     def execute(self, items: Sequence[WorkItem], recorder: Recorder, options: RunOptions) -> None:
         _Loop(self.allocator, recorder, options).run(items)
 
 
-# ---------------------------------------------------------------------- spawning
-class _Child:
-    """The part of ``subprocess.Popen`` the loop uses, for a posix_spawn'ed child."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-
-def _inheritable_fds() -> list[int] | None:
-    """This process's descriptors >= 3 that a child would inherit; None when unknowable.
-
-    Python makes its descriptors non-inheritable; these come from whoever started us
-    (a shell, a CI runner). ``Popen(close_fds=True)`` closes them in the child, and so
-    does the posix_spawn path, with one close action each.
-    """
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return None
-    found = []
-    for name in names:
-        fd = int(name)
-        if fd > 2:
-            try:
-                if os.get_inheritable(fd):
-                    found.append(fd)
-            except OSError:  # the descriptor listdir itself used, closed since
-                continue
-    return found
-
-
-class _Spawner:
-    """:func:`mlrunner.procs.spawn`, through ``os.posix_spawn`` when that is equivalent."""
-
-    def __init__(self, options: RunOptions, cwd: str, env: Mapping[str, str]) -> None:
-        self.cwd = cwd
-        self.tee = options.debug
-        self.bash: str | None = None
-        self.closes: list[tuple[Any, ...]] = []
-        self.inherited: list[int] = []
-        inherited = _inheritable_fds() if hasattr(os, "posix_spawn") else None
-        if not self.tee and inherited is not None:
-            self.inherited = inherited
-            self.closes = [(os.POSIX_SPAWN_CLOSE, fd) for fd in inherited]
-            try:
-                here = os.path.samefile(cwd, os.curdir)
-            except OSError:
-                here = False
-            if here:
-                self.bash = shutil.which("bash", path=env.get("PATH", os.defpath))
-
-    def spawn(
-        self, text: str, log: os.PathLike[str], env: Mapping[str, str], via: Any = None, env_key: Any = None
-    ) -> tuple[Any, int | None]:
-        """The child, and its start time (clock ticks since boot) when known without /proc.
-
-        ``via``: a :class:`.cspawn.BashSpawner` to spawn through (the spawn thread's), with
-        ``env_key`` naming ``env`` for its cache; only where ``self.bash`` is set.
-        """
-        before = procs.boot_clock_ns()
-        proc = self._spawn(text, log, env, via, env_key)
-        return proc, procs.start_time_between(before, procs.boot_clock_ns())
-
-    def _spawn(self, text: str, log: os.PathLike[str], env: Mapping[str, str], via: Any, env_key: Any) -> Any:
-        if self.bash is None:
-            return procs.spawn(text, log_path=log, env=env, cwd=self.cwd, tee=self.tee)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-        try:
-            if via is not None:
-                pid = via.spawn(text, fd, via.envp(env_key, env))
-            else:
-                pid = os.posix_spawn(
-                    self.bash,
-                    ["bash", "-c", text],
-                    env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, fd, 1),
-                        (os.POSIX_SPAWN_DUP2, fd, 2),
-                        *self.closes,
-                    ],
-                    setsid=True,
-                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # as Popen's restore_signals
-                )
-        finally:
-            os.close(fd)
-        return _Child(pid)
-
-
-class _SpawnThread:
-    """Spawns commands in a thread of its own, through :mod:`.cspawn` (the GIL is released
-    while glibc waits for the child to exec bash), and hands each result back through the
-    loop's queue and wake-up pipe. Used when the spawn would go through ``os.posix_spawn``."""
-
-    def __init__(self, spawner: _Spawner, results: queue.SimpleQueue[Any], wake: Any) -> None:
-        from mlrunner.backends.local import cspawn
-
-        assert spawner.bash is not None
-        self.spawner = spawner
-        self.c = cspawn.BashSpawner(spawner.bash, spawner.inherited)
-        self.results = results
-        self.wake = wake
-        self.todo: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="mlrunner-spawn", daemon=True)
-        self.thread.start()
-
-    def submit(self, job: Any, text: str, log: os.PathLike[str], env: Mapping[str, str], key: Any) -> None:
-        self.todo.put((job, text, log, env, key))
-
-    def close(self) -> None:
-        self.todo.put(None)
-        self.thread.join()
-
-    def _run(self) -> None:
-        while True:
-            work = self.todo.get()
-            if work is None:
-                return
-            job, text, log, env, key = work
-            try:
-                proc, started = self.spawner.spawn(text, log, env, via=self.c, env_key=key)
-            except BaseException as exc:  # the loop raises it
-                self.results.put((job, None, None, exc))
-            else:
-                self.results.put((job, proc, started, None))
-            self.wake()
-
-
-def _drain(q: queue.SimpleQueue[Any]) -> Iterator[Any]:
+def _drain(q: queue.SimpleQueue[T]) -> Iterator[T]:
     """What is in ``q`` now, without waiting."""
     while True:
         try:
@@ -221,65 +97,43 @@ def _drain(q: queue.SimpleQueue[Any]) -> Iterator[Any]:
             return
 
 
-# ---------------------------------------------------------------------- the loop
 @dataclass(eq=False)
-class _Job:
-    """One item on its way through the loop: waiting for an allocation or running a command."""
+class _Live(Generic[A]):
+    """A job's running command, as the loop watches it."""
 
-    item: WorkItem
-    alloc: Any = None  # the mlrunner.resources.slots.Allocation held
-    env: dict[str, str] | None = None
-    env_key: Any = None  # what sets env apart from the process's environment (its cache key)
-    claimed: bool = False
-    launching: bool = False  # handed to the spawn thread, not back yet
-    waiting: bool = False  # a helper thread is acquiring its allocation
-    index: int = 0  # the command of item.commands to run (or running)
-    failures: int = 0  # failed tries of that command
-    proc: Any = None  # the running command's process (subprocess.Popen or _Child)
+    job: Job[A]
+    proc: procs.Child
     pidfd: int | None = None
-    attempt: int | None = None  # the ledger attempt of the running command, once recorded
-    log: Any = None  # Path of the running command's log
-    killed: bool = False  # we signalled it: a non-zero end is 'interrupted'
 
 
-class _Loop:
-    def __init__(self, allocator: Any, recorder: Recorder, options: RunOptions) -> None:
+class _Loop(Generic[A]):
+    def __init__(self, allocator: Allocator[A], recorder: Recorder, options: RunOptions) -> None:
         self.allocator = allocator
         self.rec = recorder
         self.opts = options
         self.base_env = dict(os.environ)
-        self.spawner = _Spawner(options, options.isolate_dir or options.cwd, self.base_env)
+        self.spawner = procs.Spawner(
+            options.isolate_dir or options.cwd, tee=options.debug, path=self.base_env.get("PATH", os.defpath)
+        )
         self.capacity = int(allocator.capacity)
         # fixed slots serve a 1-GPU task at once whenever one is free: no need to block
-        self.direct = getattr(allocator, "mode", None) == "slots"
-        self.pending: deque[WorkItem] = deque()
-        self.jobs: set[_Job] = set()  # items holding or waiting for an allocation
-        self.running: dict[int, _Job] = {}  # pid -> job whose command is alive
-        self.ended: deque[_Job] = deque()  # jobs whose command exited (reaped), end not recorded yet
-        self.ready: deque[_Job] = deque()  # jobs with an allocation (and claim), command to start
+        self.direct = allocator.fixed
+        self.queued: deque[Job[A]] = deque()  # QUEUED, in item order
+        self.active: set[Job[A]] = set()  # admitted, not DONE: holding or waiting for an allocation
+        self.asking: deque[Job[A]] = deque()  # ASKING, in order
+        self.ready: deque[Job[A]] = deque()  # READY
+        self.running: dict[int, _Live[A]] = {}  # pid -> a command alive (STARTED, RUNNING, SIGNALLED)
+        self.ended: deque[Job[A]] = deque()  # EXITED, in the order reaped
         self.helpers: list[threading.Thread] = []
-        self.to_acquire: deque[_Job] = deque()  # jobs whose helper is not started yet, in order
-        self.in_flight = 0  # helper acquisitions not yet handed back
-        self.handoff: queue.SimpleQueue[tuple[_Job, Any, BaseException | None]] = queue.SimpleQueue()
+        self.in_flight = 0  # WAITING: helper acquisitions not yet handed back
+        self.handoff: queue.SimpleQueue[tuple[Job[A], A | None, BaseException | None]]
+        self.handoff = queue.SimpleQueue()
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
         self.pidfds = hasattr(os, "pidfd_open")
-        # (job, its _Child, start time, None) or (job, None, None, the spawn's error)
-        self.spawned: queue.SimpleQueue[tuple[_Job, _Child | None, int | None, BaseException | None]]
-        self.spawned = queue.SimpleQueue()
-        self.spawn_thread: _SpawnThread | None = None
-        # Measured on the dispatch benchmark (2 cores): with more than 2 slots the loop has
-        # other commands to record while one spawns, and the spawn thread cut the cost per
-        # command by 15-20%; with 2 slots it has little to overlap and the hand-over cost more.
-        wanted = os.environ.get(SPAWN_THREAD_ENV) or ("1" if self.capacity > 2 else "0")
-        if self.spawner.bash is not None and wanted == "1":
-            from mlrunner.backends.local import cspawn
-
-            if cspawn.available():
-                self.spawn_thread = _SpawnThread(self.spawner, self.spawned, self._wake)
         # stop state
         self.stopping = False
         self.deadline = 0.0
@@ -289,7 +143,7 @@ class _Loop:
 
     # ------------------------------------------------------------------ driver
     def run(self, items: Sequence[WorkItem]) -> None:
-        self.pending = deque(items)
+        self.queued = deque(Job(item) for item in items)
         error: BaseException | None = None
         try:
             with self._signal_wakeup():
@@ -309,12 +163,10 @@ class _Loop:
 
     def _loop(self) -> None:
         stop = self.rec.stop
-        batch = getattr(self.rec, "batch", None) or nullcontext
         while True:
-            self._take_spawned()  # each start recorded at once, on its own
             # The ends recorded and the claims taken in one round share a ledger transaction
-            # (one commit, not one each); commands start after it.
-            with batch():
+            # (one commit, not one each); commands start after it, each start on its own.
+            with self.rec.batch():
                 while self.ended:
                     self._record_end(self.ended.popleft())
                 self._take_handoffs()
@@ -331,7 +183,7 @@ class _Loop:
     def _start_ready(self) -> None:
         while self.ready:
             job = self.ready.popleft()
-            if job not in self.jobs:  # given up meanwhile (the run is stopping)
+            if job.phase is not Phase.READY:  # dropped meanwhile (the run is stopping)
                 continue
             if self.rec.stop.is_set():
                 self._finish(job)
@@ -339,10 +191,10 @@ class _Loop:
             self._start(job)
 
     def _done(self) -> bool:
-        if self.jobs or self.in_flight:
+        if self.active or self.in_flight:
             return False
         if not self.stopping:
-            return not self.pending or self.rec.stop.is_set()
+            return not self.queued or self.rec.stop.is_set()
         if any(procs.proc_start_time(p) is not None for kids in self.known.values() for p in kids):
             # descendants may outlive the command's bash: wait for them (SIGKILL after grace)
             return self.killing_since is not None and time.monotonic() - self.killing_since > KILL_PATIENCE_S
@@ -350,30 +202,31 @@ class _Loop:
 
     # ------------------------------------------------------------------ allocation
     def _fill(self) -> None:
-        while self.pending and len(self.jobs) < self.capacity and not self.rec.stop.is_set():
-            job = _Job(self.pending.popleft())
-            self.jobs.add(job)
+        while self.queued and len(self.active) < self.capacity and not self.rec.stop.is_set():
+            job = self.queued.popleft()
+            self.active.add(job)
             self._request(job)
 
-    def _request(self, job: _Job) -> None:
+    def _request(self, job: Job[A]) -> None:
         """Get ``job`` an allocation: at once when it cannot block, else in a helper thread."""
         need = job.item.task.gpus
-        held = sum(1 for j in self.jobs if j.alloc is not None)
-        if self.direct and need <= 1 and not self.in_flight and not self.to_acquire and held < self.capacity:
+        held = sum(1 for j in self.active if j.alloc is not None)
+        if self.direct and need <= 1 and not self.in_flight and not self.asking and held < self.capacity:
+            job.to(Phase.ACQUIRING)
             self._granted(job, self.allocator.acquire(need, stop=self.rec.stop))
             return
-        job.waiting = True
-        self.to_acquire.append(job)
+        job.to(Phase.ASKING)
+        self.asking.append(job)
         self._start_helpers()
 
     def _start_helpers(self) -> None:
         """Start the next helper once every earlier one is blocked in the allocator or done,
         so that the allocator sees the waiters in item order (its fairness is oldest first)."""
-        while self.to_acquire and not self.rec.stop.is_set():
-            pending = getattr(self.allocator, "pending", None)
-            if self.in_flight and pending is not None and pending < self.in_flight:
+        while self.asking and not self.rec.stop.is_set():
+            if self.in_flight and self.allocator.pending < self.in_flight:
                 return  # one is still on its way in: the loop looks again shortly
-            job = self.to_acquire.popleft()
+            job = self.asking.popleft()
+            job.to(Phase.WAITING)
             self.in_flight += 1
             t = threading.Thread(
                 target=self._acquire, args=(job, job.item.task.gpus), name="mlrunner-acquire", daemon=True
@@ -381,7 +234,7 @@ class _Loop:
             self.helpers.append(t)
             t.start()
 
-    def _acquire(self, job: _Job, need: int) -> None:  # in a helper thread
+    def _acquire(self, job: Job[A], need: int) -> None:  # in a helper thread: touches no job state
         try:
             self.handoff.put((job, self.allocator.acquire(need, stop=self.rec.stop), None))
         except BaseException as exc:
@@ -391,33 +244,35 @@ class _Loop:
     def _take_handoffs(self) -> None:
         for job, alloc, exc in _drain(self.handoff):
             self.in_flight -= 1
-            job.waiting = False
             if exc is not None:
                 self._finish(job)
                 raise exc
             self._granted(job, alloc)
 
-    def _granted(self, job: _Job, alloc: Any) -> None:
+    def _granted(self, job: Job[A], alloc: A | None) -> None:
+        """ACQUIRING or WAITING -> CLAIMING -> READY (or DONE)."""
         if alloc is None:  # stopped while waiting
             self._finish(job)
             return
         job.alloc = alloc
+        job.to(Phase.CLAIMING)
         if self.rec.stop.is_set():
             self._finish(job)
             return
         extra = alloc.env()  # CUDA_VISIBLE_DEVICES (+ CUDA_DEVICE_ORDER)
         job.env = {**self.base_env, **extra}
-        job.env_key = tuple(extra.items())
         if not job.claimed:
             if not self.rec.claim(job.item):  # another live runner holds the task: skip it
                 self._finish(job)
                 return
             job.claimed = True
+        job.to(Phase.READY)
         self.ready.append(job)
 
-    def _finish(self, job: _Job) -> None:
+    def _finish(self, job: Job[A]) -> None:
         """The job is done with its item: give up the claim, then the allocation."""
-        self.jobs.discard(job)
+        job.to(Phase.DONE)
+        self.active.discard(job)
         alloc, job.alloc = job.alloc, None
         try:
             if job.claimed:
@@ -428,132 +283,105 @@ class _Loop:
                 self.allocator.release(alloc)
 
     # ------------------------------------------------------------------ commands
-    def _start(self, job: _Job) -> None:
-        item, rec = job.item, self.rec
-        command = item.commands[job.index]
-        log = rec.log_path(item, command)
+    def _start(self, job: Job[A]) -> None:
+        """READY -> SPAWNING -> STARTED -> RUNNING: spawn its command, record its start."""
+        command = job.command
+        job.to(Phase.SPAWNING)
+        log = self.rec.log_path(job.item, command)
         assert job.env is not None
-        job.log, job.killed, job.attempt = log, False, None
-        if self.spawn_thread is not None:
-            job.launching = True
-            self.spawn_thread.submit(job, command.text, log, job.env, job.env_key)
-            return
-        proc, started = self.spawner.spawn(command.text, log, job.env)
-        self._started(job, proc, started)
+        proc = self.spawner.spawn(command.text, log, job.env)
+        self._watch(job, proc, log)
+        assert job.alloc is not None
+        process = ProcessRef(pid=proc.pid, pgid=proc.pid, start=proc.start)
+        placement = Placement(resource=job.alloc.visible, gpus=job.alloc.gpus, process=process)
+        job.recorded(self.rec.command_started(job.item, command, placement, log))
 
-    def _take_spawned(self) -> None:
-        for job, proc, started, exc in _drain(self.spawned):
-            job.launching = False
-            if proc is None:
-                self._finish(job)
-                assert exc is not None  # a result has a proc or an error
-                raise exc
-            self._started(job, proc, started)
-
-    def _started(self, job: _Job, proc: Any, started: int | None) -> None:
-        """The job's command runs: watch it, record its start."""
-        item, rec, log = job.item, self.rec, job.log
-        command = item.commands[job.index]
-        job.proc = proc
-        self.running[proc.pid] = job
+    def _watch(self, job: Job[A], proc: procs.Child, log: Path) -> _Live[A]:
+        """SPAWNING -> STARTED: the loop watches its process."""
+        job.started(proc.pid, log)
+        live = _Live(job, proc)
+        self.running[proc.pid] = live
         if self.pidfds:
             try:
-                job.pidfd = os.pidfd_open(proc.pid)
+                live.pidfd = os.pidfd_open(proc.pid)
             except OSError:  # kernel without pidfds (< 5.3): poll the children instead
                 self.pidfds = False
             else:
-                self.selector.register(job.pidfd, selectors.EVENT_READ, job)
-        job.attempt = rec.command_started(
-            item,
-            command,
-            resource=job.alloc.visible,
-            gpus=job.alloc.gpus,
-            log_path=log,
-            pid=proc.pid,
-            pgid=proc.pid,
-            proc_start=started,
-        )
+                self.selector.register(live.pidfd, selectors.EVENT_READ, live)
+        return live
 
     def _wait(self) -> None:
         """Sleep until a child exits, a helper or a signal wakes us, or a poll interval passes."""
         if self.stopping:
             timeout = STOP_POLL_S
-        elif self.to_acquire or (self.running and not self.pidfds):
+        elif self.asking or (self.running and not self.pidfds):
             timeout = SHORT_POLL_S
         else:
             timeout = POLL_S
-        ended = []
+        ended: list[_Live[A]] = []
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 self._drain_wake()
             else:
                 ended.append(key.data)
         if not self.pidfds:
-            ended.extend(j for j in self.running.values() if j.pidfd is None)
-        for job in ended:
-            if job.proc is not None and job.proc.poll() is not None:
-                # reaped: its pid may be reused from now on, so it leaves `running` at once
-                del self.running[job.proc.pid]
-                self._close_pidfd(job)
-                self.ended.append(job)
+            ended.extend(live for live in self.running.values() if live.pidfd is None)
+        for live in ended:
+            if self._reap(live):
+                self.ended.append(live.job)
 
-    def _record_end(self, job: _Job) -> None:
-        proc, item = job.proc, job.item
-        job.proc = None
-        if job.attempt is None:  # recording its start failed (the run is stopping): nothing to end
-            self._finish(job)
+    def _reap(self, live: _Live[A]) -> bool:
+        """Whether ``live`` exited; if so, reaped (its pid may be reused from now on, so it
+        leaves ``running`` at once) and its job EXITED."""
+        code = live.proc.poll()
+        if code is None:
+            return False
+        del self.running[live.proc.pid]
+        self._close_pidfd(live)
+        live.job.exited(code)
+        return True
+
+    def _record_end(self, job: Job[A]) -> None:
+        """EXITED -> ENDING -> READY (next command, retry), a new allocation, or DONE."""
+        job.to(Phase.ENDING)
+        if job.attempt is None or job.outcome is None or job.log is None:
+            self._finish(job)  # recording its start failed (the run is stopping): nothing to end
             return
-        rc = proc.returncode
-        exit_code, sig = procs.exit_status(rc)
-        status = "finished" if rc == 0 else "interrupted" if job.killed else "failed"
-        if status == "failed":
-            job.failures += 1
-        stopping = self.rec.stop.is_set()
-        if status == "finished":
-            last = stopping or job.index + 1 == len(item.commands)
-        else:  # a failing command stops the rest of its task once its retries are spent
-            last = stopping or status == "interrupted" or job.failures > self.opts.retries
-        final = self.rec.command_ended(
-            job.attempt,
-            item,
-            item.commands[job.index],
-            status=status,
-            exit_code=exit_code,
-            signal=sig,
-            log_path=job.log,
-            last=last,
-        )
-        if last or self.rec.stop.is_set():
+        last = job.is_last(self.opts.retries, stopping=self.rec.stop.is_set())
+        final = self.rec.command_ended(job.attempt, job.item, job.command, job.outcome, job.log, last=last)
+        after = job.after_end(final, last=last or self.rec.stop.is_set())
+        if after is Next.DONE:
             self._finish(job)
-            return
-        if status == "finished":
-            job.index += 1
-            job.failures = 0
-        elif final == "oom":  # re-allocate: wait for GPUs with the configured free memory again
+        elif after is Next.REALLOCATE:  # wait for GPUs with the configured free memory again
             alloc, job.alloc = job.alloc, None
-            self.allocator.release(alloc)
+            if alloc is not None:
+                self.allocator.release(alloc)
             self._request(job)
-            return
-        self.ready.append(job)
+        else:
+            job.to(Phase.READY)
+            self.ready.append(job)
 
     # ------------------------------------------------------------------ stop
     def _stop_step(self) -> None:
-        """TERM every live command tree once, KILL after the grace period (or at once on kill_now)."""
+        """Drop what does not run, TERM every live command tree once, KILL after the grace
+        period (or at once on kill_now)."""
         now = time.monotonic()
         if not self.stopping:
             self.stopping = True
             self.deadline = now + self.opts.grace
-        while self.to_acquire:  # never asked the allocator
-            job = self.to_acquire.popleft()
-            job.waiting = False
-            self._finish(job)
-        for job in [j for j in self.jobs if not j.waiting and not j.launching and j.proc is None]:
-            self._finish(job)  # left half-way by an exception: nothing of it runs
-        for pid, job in list(self.running.items()):
-            if not job.killed:
-                job.killed = True
+            while self.queued:  # never admitted
+                self.queued.popleft().to(Phase.DONE)
+        self.asking.clear()  # never asked the allocator: dropped below
+        for job in list(self.active):
+            action = job.on_stop()
+            if action is StopAction.DROP:
+                self._finish(job)  # nothing of it runs (or an exception left it half-way)
+            elif action is StopAction.SIGNAL:
+                pid = job.pid
+                assert pid is not None
                 self.known[pid] = procs.descendants(pid)
                 procs.signal_tree(pid, pid, signal.SIGTERM, self.known[pid])
+                job.to(Phase.SIGNALLED)
         if self.killing_since is None and (self.rec.kill_now.is_set() or now >= self.deadline):
             self.killing_since = now
         if self.killing_since is not None and now >= self.next_kill:
@@ -573,24 +401,15 @@ class _Loop:
     def _last_resort(self) -> None:
         """After the loop (even one that failed): kill and reap what is left, give everything back."""
         try:
-            if self.spawn_thread is not None:
-                self.spawn_thread.close()  # a spawn in flight completes; nothing more is taken
-                for job, proc, _, _ in _drain(self.spawned):
-                    job.launching = False
-                    if proc is not None:  # started but never recorded: it goes down with the rest
-                        job.proc = proc
-                        self.running[proc.pid] = job
             for pid in self.running:
                 self.known.setdefault(pid, procs.descendants(pid))
             while self.running:
                 self._kill_all()
-                for pid, job in list(self.running.items()):
-                    if job.proc.poll() is not None:
-                        del self.running[pid]
-                        self._close_pidfd(job)
+                for live in list(self.running.values()):
+                    self._reap(live)
                 if self.running:
                     time.sleep(STOP_POLL_S)
-            for job in list(self.jobs):
+            for job in list(self.active):
                 try:
                     self._finish(job)
                 except Exception:  # best effort: the run is already failing
@@ -601,20 +420,20 @@ class _Loop:
             for _, alloc, _ in _drain(self.handoff):  # allocations handed back after the loop ended
                 if alloc is not None:
                     self.allocator.release(alloc)
-            for job in self.running.values():
-                self._close_pidfd(job)
+            for live in self.running.values():
+                self._close_pidfd(live)
             self.selector.close()
             os.close(self.wake_r)
             os.close(self.wake_w)
 
-    def _close_pidfd(self, job: _Job) -> None:
-        if job.pidfd is not None:
+    def _close_pidfd(self, live: _Live[A]) -> None:
+        if live.pidfd is not None:
             try:
-                self.selector.unregister(job.pidfd)
+                self.selector.unregister(live.pidfd)
             except (KeyError, ValueError):  # never registered
                 pass
-            os.close(job.pidfd)
-            job.pidfd = None
+            os.close(live.pidfd)
+            live.pidfd = None
 
     # ------------------------------------------------------------------ wake-ups
     def _wake(self) -> None:

@@ -2,8 +2,10 @@
 
 The ``slurm:`` section of params.yaml (plus ``--slurm KEY=VALUE`` overrides) checked and
 mapped to submitit's ``SlurmExecutor`` parameters; job states from ``squeue`` and
-``sacct``; ``scancel``; and how a job's final state names a command's ledger status.
-Standard library only: submitit itself is imported by :func:`import_submitit`, lazily.
+``sacct``; ``scancel``; and how a job's final state names a command's ledger status
+(Slurm's state names are Slurm's text; the statuses they map to are
+:class:`~mlrunner.status.AttemptStatus`). Standard library only: submitit itself is
+imported by :func:`import_submitit`, lazily.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from mlrunner.errors import BackendError, SpecError, did_you_mean
 from mlrunner.spec import SLURM_KEYS  # the one list of valid `slurm:` keys
+from mlrunner.status import AttemptStatus, FailureClass
 
 INSTALL_HINT = "pip install 'mlrunner[slurm]'"
 # sbatch options mlrunner sets itself: passing them through would break result tracking
@@ -39,16 +42,19 @@ TERMINAL_STATES = frozenset(
         "GONE",  # ours: neither squeue nor sacct knows the job any more
     }
 )
-STATE_STATUS = {
-    "CANCELLED": "cancelled",
-    "REVOKED": "cancelled",
-    "TIMEOUT": "timeout",
-    "DEADLINE": "timeout",
-    "NODE_FAIL": "node_fail",
-    "BOOT_FAIL": "node_fail",
-    "PREEMPTED": "preempted",
-    "OUT_OF_MEMORY": "oom",
+# a job's final Slurm state -> the status of the command it cut short
+STATE_STATUS: dict[str, AttemptStatus] = {
+    "CANCELLED": AttemptStatus.CANCELLED,
+    "REVOKED": AttemptStatus.CANCELLED,
+    "TIMEOUT": AttemptStatus.TIMEOUT,
+    "DEADLINE": AttemptStatus.TIMEOUT,
+    "NODE_FAIL": AttemptStatus.NODE_FAIL,
+    "BOOT_FAIL": AttemptStatus.NODE_FAIL,
+    "PREEMPTED": AttemptStatus.PREEMPTED,
+    "OUT_OF_MEMORY": AttemptStatus.OOM,
 }
+# the failure class an attempt status carries when Slurm alone knows it (OUT_OF_MEMORY: host memory)
+STATUS_FAILURE_CLASS: dict[AttemptStatus, FailureClass] = {AttemptStatus.OOM: FailureClass.HOST_OOM}
 
 
 # ---------------------------------------------------------------------- parameters
@@ -117,47 +123,52 @@ def submitit_parameters(slurm: Mapping[str, Any] | None) -> dict[str, Any]:
     if slurm.get("array_parallelism") is not None:
         out["array_parallelism"] = _positive_int("array_parallelism", slurm["array_parallelism"])
     if slurm.get("mem") is not None:
-        mem = slurm["mem"]
-        if isinstance(mem, int) and not isinstance(mem, bool):
-            out["mem"] = str(_positive_int("mem", mem))  # sbatch: a bare number is megabytes
-        else:
-            text = _text("mem", mem)
-            if not re.fullmatch(r"\d+[KMGT]?B?", text, flags=re.IGNORECASE):
-                raise SpecError(
-                    f"cannot read {text!r} as memory", key="slurm.mem", hint="e.g. 16000 (MB) or 16G"
-                )
-            out["mem"] = text
-    extra = slurm.get("additional_parameters")
-    if extra is not None:
-        if not isinstance(extra, Mapping):
-            raise SpecError(
-                "must be a mapping of sbatch options to values",
-                key="slurm.additional_parameters",
-                hint="e.g. additional_parameters: {mail-type: END, exclusive: true}",
-            )
-        passed: dict[str, Any] = {}
-        for name, value in extra.items():
-            flag = str(name).strip().lstrip("-").replace("_", "-")
-            if not flag or not re.fullmatch(r"[A-Za-z0-9-]+", flag):
-                raise SpecError(f"'{name}' is not an sbatch option name", key="slurm.additional_parameters")
-            if flag in _RESERVED:
-                raise SpecError(
-                    f"'{flag}' is set by mlrunner itself and cannot be passed through",
-                    key=f"slurm.additional_parameters.{name}",
-                )
-            if isinstance(value, bool):
-                if value:
-                    passed[flag] = True
-                continue
-            if not isinstance(value, (str, int, float)):
-                raise SpecError(
-                    f"must be a string, number or true, got {value!r}",
-                    key=f"slurm.additional_parameters.{name}",
-                )
-            passed[flag] = value
+        out["mem"] = _mem(slurm["mem"])
+    if slurm.get("additional_parameters") is not None:
+        passed = _additional_parameters(slurm["additional_parameters"])
         if passed:
             out["additional_parameters"] = passed
     return out
+
+
+def _mem(mem: Any) -> str:
+    if isinstance(mem, int) and not isinstance(mem, bool):
+        return str(_positive_int("mem", mem))  # sbatch: a bare number is megabytes
+    text = _text("mem", mem)
+    if not re.fullmatch(r"\d+[KMGT]?B?", text, flags=re.IGNORECASE):
+        raise SpecError(f"cannot read {text!r} as memory", key="slurm.mem", hint="e.g. 16000 (MB) or 16G")
+    return text
+
+
+def _additional_parameters(extra: Any) -> dict[str, Any]:
+    """``additional_parameters`` checked: sbatch option names (never mlrunner's own) to values."""
+    if not isinstance(extra, Mapping):
+        raise SpecError(
+            "must be a mapping of sbatch options to values",
+            key="slurm.additional_parameters",
+            hint="e.g. additional_parameters: {mail-type: END, exclusive: true}",
+        )
+    passed: dict[str, Any] = {}
+    for name, value in extra.items():
+        flag = str(name).strip().lstrip("-").replace("_", "-")
+        if not flag or not re.fullmatch(r"[A-Za-z0-9-]+", flag):
+            raise SpecError(f"'{name}' is not an sbatch option name", key="slurm.additional_parameters")
+        if flag in _RESERVED:
+            raise SpecError(
+                f"'{flag}' is set by mlrunner itself and cannot be passed through",
+                key=f"slurm.additional_parameters.{name}",
+            )
+        if isinstance(value, bool):
+            if value:
+                passed[flag] = True
+            continue
+        if not isinstance(value, (str, int, float)):
+            raise SpecError(
+                f"must be a string, number or true, got {value!r}",
+                key=f"slurm.additional_parameters.{name}",
+            )
+        passed[flag] = value
+    return passed
 
 
 def gpus_override(slurm: Mapping[str, Any] | None) -> int | None:
@@ -282,7 +293,9 @@ def cancel_jobs(job_ids: Iterable[str], *, kill: bool = False) -> None:
     _call(argv)
 
 
-def command_status(result: str | None, signal: int | None, job: JobState | None, stopped_by_us: bool) -> str:
+def command_status(
+    result: str | None, signal: int | None, job: JobState | None, stopped_by_us: bool
+) -> AttemptStatus:
     """The ledger status of a command from its last result record and its job's final state.
 
     ``result``: None (no record), ``running`` (no end record), ``failed`` or ``interrupted``.
@@ -290,11 +303,37 @@ def command_status(result: str | None, signal: int | None, job: JobState | None,
     state = job.state if job is not None else "GONE"
     mapped = STATE_STATUS.get(state)
     if stopped_by_us and state in ("CANCELLED", "GONE", "COMPLETED", "FAILED"):
-        return "interrupted"
-    if result in (None, "running"):
-        return mapped or "lost"
-    if result == "interrupted":
-        return mapped or "interrupted"
-    if result == "failed" and signal is not None and mapped:
+        return AttemptStatus.INTERRUPTED
+    if result in (None, AttemptStatus.RUNNING):
+        return mapped or AttemptStatus.LOST
+    if result == AttemptStatus.INTERRUPTED:
+        return mapped or AttemptStatus.INTERRUPTED
+    if result == AttemptStatus.FAILED and signal is not None and mapped:
         return mapped
-    return "failed"
+    return AttemptStatus.FAILED
+
+
+def failure_class(status: AttemptStatus) -> FailureClass | None:
+    """What the scheduler knows beyond the status (``oom`` -> ``host_oom``); None: ask the log."""
+    return STATUS_FAILURE_CLASS.get(status)
+
+
+__all__ = [
+    "INSTALL_HINT",
+    "SLURM_KEYS",
+    "STATE_STATUS",
+    "STATUS_FAILURE_CLASS",
+    "TERMINAL_STATES",
+    "JobState",
+    "cancel_jobs",
+    "command_status",
+    "expand_job_ids",
+    "failure_class",
+    "find_jobs_by_comment",
+    "gpus_override",
+    "import_submitit",
+    "query_states",
+    "require_slurm_client",
+    "submitit_parameters",
+    "validate_slurm_options",
+]

@@ -1,10 +1,10 @@
 """What runs inside a Slurm job, and the result files it leaves behind.
 
 Imported on the compute node by the pickled call submitit makes, so it uses only the
-standard library and :mod:`mlrunner.procs`. A job runs one task's commands in order,
-each through bash in its own session with its whole output in the experiment's log file
-(as the local backend does) and ``CUDA_VISIBLE_DEVICES`` as Slurm set it. A failing
-command stops the task.
+standard library, :mod:`mlrunner.procs` and :mod:`mlrunner.status`. A job runs one task's
+commands in order, each through bash in its own session with its whole output in the
+experiment's log file (as the local backend does) and ``CUDA_VISIBLE_DEVICES`` as Slurm
+set it. A failing command stops the task.
 
 Compute nodes never touch the SQLite ledger. For every command the job writes one small
 JSON *result file* into ``<exp>/.mlrunner-results/``, atomically (temp file, fsync,
@@ -26,7 +26,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrunner import procs
+from mlrunner.status import AttemptStatus
 
 RESULTS_DIR = ".mlrunner-results"
 RESULT_VERSION = 1
@@ -130,6 +130,10 @@ class _Stop:
         self.proc_pid: int | None = None
         self.known: list[int] = []
 
+    def requested(self) -> bool:
+        """A stop was asked for (the handler may set it at any moment)."""
+        return self.since is not None
+
     def __call__(self, signum: int, frame: object) -> None:
         if self.since is None:
             self.since = time.monotonic()
@@ -162,81 +166,103 @@ def run_task(payload: Mapping[str, Any]) -> dict[str, Any]:
     results.mkdir(parents=True, exist_ok=True)
     restart = int(env.get("SLURM_RESTART_COUNT") or 0)
     job_id = job_id_from_env(env)
-    node = env.get("SLURMD_NODENAME") or socket.gethostname()
     visible, gpus = gpus_from_env(env)
+    where = {
+        "job_id": job_id,
+        "node": env.get("SLURMD_NODENAME") or socket.gethostname(),
+        "resource": visible,
+        "gpus": gpus,
+    }
     stop = _Stop(float(payload.get("grace", 10.0)))
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    # submitit's pre-timeout USR2 handler would requeue the job; Slurm's own TERM at the
-    # time limit is what ends a command here.
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    _handle_signals(stop)
 
     # a requeued job (same token, higher restart) skips what an earlier run of it finished
-    done_before = {i for i, r in read_results(results, token).items() if r.get("status") == "finished"}
+    done_before = {
+        i for i, r in read_results(results, token).items() if r.get("status") == AttemptStatus.FINISHED
+    }
     summary: dict[str, Any] = {"token": token, "job_id": job_id, "finished": []}
     for index, command in enumerate(payload["commands"]):
         if index in done_before:
             continue
-        if stop.since is not None:
+        if stop.requested():
             break
         record: dict[str, Any] = {
             "version": RESULT_VERSION,
             "token": token,
             "index": index,
             "command": command["name"],
-            "status": "running",
+            "status": AttemptStatus.RUNNING,
             "exit_code": None,
             "signal": None,
             "started_at": time.time(),
             "ended_at": None,
-            "job_id": job_id,
-            "node": node,
-            "resource": visible,
-            "gpus": gpus,
+            **where,
             "log_path": command["log_path"],
             "pid": None,
             "error": None,
         }
         path = result_path(results, token, restart, index)
-        try:
-            proc = procs.spawn(
-                command["text"], log_path=command["log_path"], env=_command_env(), cwd=payload["cwd"]
-            )
-        except OSError as exc:  # log dir not writable, cwd gone, no bash ...
-            record.update(status="failed", exit_code=127, ended_at=time.time(), error=f"cannot start: {exc}")
-            atomic_write_json(path, record)
-            sys.exit(127)
-        stop.proc_pid, stop.known = proc.pid, []
-        record["pid"] = proc.pid
-        atomic_write_json(path, record)
-        killed = False
-        while True:
-            try:
-                rc = proc.wait(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:  # keep waiting; escalate to SIGKILL after the grace
-                if stop.since is not None and not killed and time.monotonic() - stop.since >= stop.grace:
-                    stop.signal_live(signal.SIGKILL)
-                    killed = True
-        stop.proc_pid = None
-        if stop.since is not None:  # the command is gone; what it left in its group goes too
-            left = max(0.0, stop.grace - (time.monotonic() - stop.since))
-            procs.terminate_tree(proc.pid, proc.pid, grace=left)
-            for pid in stop.known:
-                procs.signal_tree(pid, None, signal.SIGKILL)
-        exit_code, sig = procs.exit_status(rc)
-        if rc == 0:
-            status = "finished"
-        elif stop.since is not None:
-            status = "interrupted"
-        else:
-            status = "failed"
-        record.update(status=status, exit_code=exit_code, signal=sig, ended_at=time.time())
-        atomic_write_json(path, record)
-        if status != "finished":
+        status, exit_code, sig = _run_command(command, payload["cwd"], record, path, stop)
+        if status is not AttemptStatus.FINISHED:
             code = exit_code if exit_code is not None else 128 + (sig or 0)
             sys.exit(min(max(code, 1), 255))
         summary["finished"].append(command["name"])
-    if stop.since is not None:  # told to stop between two commands: the rest never started
+    if stop.requested():  # told to stop between two commands: the rest never started
         sys.exit(128 + signal.SIGTERM)
     return summary
+
+
+def _handle_signals(stop: _Stop) -> None:
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # submitit's pre-timeout USR2 handler would requeue the job; Slurm's own TERM at the
+    # time limit is what ends a command here.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def _run_command(
+    command: Mapping[str, Any], cwd: str, record: dict[str, Any], path: Path, stop: _Stop
+) -> tuple[AttemptStatus, int | None, int | None]:
+    """Run one command to its end, ``record`` written to ``path`` at its start and its end.
+
+    Returns (status, exit code, signal).
+    """
+    try:
+        proc = procs.spawn(command["text"], log_path=command["log_path"], env=_command_env(), cwd=cwd)
+    except OSError as exc:  # log dir not writable, cwd gone, no bash ...
+        record.update(
+            status=AttemptStatus.FAILED, exit_code=127, ended_at=time.time(), error=f"cannot start: {exc}"
+        )
+        atomic_write_json(path, record)
+        return AttemptStatus.FAILED, 127, None
+    stop.proc_pid, stop.known = proc.pid, []
+    record["pid"] = proc.pid
+    atomic_write_json(path, record)
+    rc = _wait(proc, stop)
+    exit_code, sig = procs.exit_status(rc)
+    if rc == 0:
+        status = AttemptStatus.FINISHED
+    elif stop.requested():
+        status = AttemptStatus.INTERRUPTED
+    else:
+        status = AttemptStatus.FAILED
+    record.update(status=status, exit_code=exit_code, signal=sig, ended_at=time.time())
+    atomic_write_json(path, record)
+    return status, exit_code, sig
+
+
+def _wait(proc: procs.Child, stop: _Stop) -> int:
+    """The command's return code; once a stop is asked for, SIGKILL after the grace period and
+    nothing of its process tree left behind."""
+    killed = False
+    while (rc := proc.wait(timeout=0.2)) is None:  # keep waiting; SIGKILL after the grace
+        if stop.since is not None and not killed and time.monotonic() - stop.since >= stop.grace:
+            stop.signal_live(signal.SIGKILL)
+            killed = True
+    stop.proc_pid = None
+    if stop.since is not None:  # the command is gone; what it left in its group goes too
+        left = max(0.0, stop.grace - (time.monotonic() - stop.since))
+        procs.terminate_tree(proc.pid, proc.pid, grace=left)
+        for pid in stop.known:
+            procs.signal_tree(pid, None, signal.SIGKILL)
+    return rc

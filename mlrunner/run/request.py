@@ -1,0 +1,88 @@
+"""What ``run`` was asked to do: :class:`RunRequest`, and how a resume merges it with the
+options the resumed run stored."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# options a resumed run takes from the stored run, and those the resume command line may change
+STORED = (
+    "params_path",
+    "output",
+    "title",
+    "commands",
+    "resources",
+    "force",
+    "debug",
+    "sample",
+    "seed",
+    "no_subdir",
+    "isolate",
+    "backend",
+    "time",
+    "slurm",
+)
+RESUME_MAY_CHANGE = ("retries", "grace", "detach")
+_TUPLES = ("commands", "resources")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The options of one ``run`` (plain data). ``given``: the names of the fields the user
+    gave explicitly (on the command line); on resume those of :data:`RESUME_MAY_CHANGE`
+    override what the resumed run stored, the others take the stored value."""
+
+    params_path: str = "params.yaml"
+    output: str = "output"
+    title: str | None = None
+    commands: tuple[str, ...] | None = None
+    resources: tuple[str, ...] | None = None
+    force: bool = False
+    dry_run: bool = False
+    debug: bool = False
+    sample: int | None = None
+    seed: int | None = None
+    no_subdir: bool = False
+    retries: int = 0
+    grace: float = 10.0
+    isolate: bool = False
+    backend: str = "local"
+    detach: bool = False  # Slurm: on Ctrl-C leave the submitted jobs running
+    slurm: Mapping[str, Any] = field(default_factory=dict)  # CLI overrides of the slurm: section
+    resume: bool = False
+    run_id: int | None = None
+    time: str | None = None  # the run's time string (set when it starts; stored)
+    argv: tuple[str, ...] = ()
+    cwd: str = field(default_factory=os.getcwd)
+    given: frozenset[str] = frozenset()
+
+    @classmethod
+    def explicit(cls, **options: Any) -> RunRequest:
+        """A request whose every option passed here counts as given explicitly."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**options, given=frozenset(options) & names)
+
+    def options(self) -> dict[str, Any]:
+        """What the ledger stores for the run (JSON-able; what a resume restores)."""
+        out = {k: getattr(self, k) for k in STORED + RESUME_MAY_CHANGE}
+        for k in _TUPLES:
+            if out[k] is not None:
+                out[k] = list(out[k])
+        out["slurm"] = dict(self.slurm)
+        return out
+
+    def resumed(self, stored: Mapping[str, Any]) -> RunRequest:
+        """This request resuming a run that stored ``stored``: the stored options, but for
+        those of :data:`RESUME_MAY_CHANGE` given explicitly here."""
+        changes = {k: stored[k] for k in STORED if k in stored}
+        changes.update({k: stored[k] for k in RESUME_MAY_CHANGE if k in stored and k not in self.given})
+        for k in _TUPLES:
+            if changes.get(k) is not None:
+                changes[k] = tuple(changes[k])
+        if "slurm" in changes:
+            changes["slurm"] = dict(changes["slurm"] or {})
+        return dataclasses.replace(self, **changes)
