@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 
 @lru_cache(maxsize=1)
 def hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename  # as socket.gethostname(), without importing socket
 
 
 @lru_cache(maxsize=1)

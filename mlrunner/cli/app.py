@@ -261,7 +261,7 @@ def ledger_ls(output: OutputOpt = "output", as_json: JsonOpt = False) -> None:
 def _print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
     """A rich table on a terminal; aligned plain text (and no rich import) otherwise."""
     if not sys.stdout.isatty():
-        from mlrunner.cli.render import plain_table
+        from mlrunner.cli.tables import plain_table
 
         typer.echo(plain_table(headers, rows))
         return

@@ -6,7 +6,6 @@ The ledger refuses network filesystems, where SQLite's POSIX locks are unreliabl
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -35,6 +34,8 @@ def ledger_dir(output: str | os.PathLike[str]) -> Path:
     override = os.environ.get(LEDGER_DIR_ENV)
     if override:
         real = os.path.realpath(os.fspath(output))
+        import hashlib  # only for a moved ledger (MLRUNNER_LEDGER_DIR): not at start-up
+
         tag = hashlib.sha256(real.encode()).hexdigest()[:12]
         base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(real)).strip("._")[:40] or "root"
         return Path(override).expanduser().absolute() / f"{base}-{tag}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -45,6 +44,8 @@ class RunsPart(LedgerPart):
     ) -> int:
         """Record a new run as 'running' by this process; returns its id."""
         me = self._me()
+        import hashlib  # only when a run starts: `ledger ls` never needs it
+
         digest = None if params_text is None else hashlib.sha256(params_text.encode()).hexdigest()
         row = (
             RunStatus.RUNNING.value, dumps(list(argv)), os.fspath(cwd),
