@@ -239,7 +239,7 @@ def _run_command(
     record["pid"] = proc.pid
     atomic_write_json(path, record)
     rc = _wait(proc, stop)
-    exit_code, sig = procs.exit_status(rc)
+    exit_code, sig = (None, -rc) if rc < 0 else (rc, None)  # bash's 128+N stays an exit code
     if rc == 0:
         status = AttemptStatus.FINISHED
     elif stop.requested():
