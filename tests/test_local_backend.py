@@ -46,9 +46,8 @@ class Counting:
     def pending(self) -> int:
         return self.inner.pending
 
-    def acquire(self, need: int, stop: threading.Event | None = None) -> Allocation | None:
-        assert stop is not None
-        alloc = self.inner.acquire(need, stop=stop)
+    def acquire(self, need: int, *, stop: threading.Event, prefer: str | None = None) -> Allocation | None:
+        alloc = self.inner.acquire(need, stop=stop, prefer=prefer)
         if alloc is not None:
             with self.lock:
                 self.acquired += 1
@@ -170,8 +169,9 @@ def test_commands_of_a_task_run_in_order_on_its_slot_with_its_env_and_cwd(here: 
         slot = start_a.placement.resource
         assert start_a.log_path.read_text() == f"a {slot} {here}\n"  # the slot's GPU, the run's cwd
         assert start_a.placement.gpus == (int(slot),)
-        process = start_a.placement.process
-        assert process is not None and process.pgid == process.pid  # its own process group
+        assert start_a.placement.process is None  # recorded before the spawn...
+        process = rec.processes[start_a.attempt]  # ...its process right after
+        assert process.pgid == process.pid  # its own process group
         if process.start is not None:  # known without /proc when the spawn fit in one clock tick
             assert process.start == procs.proc_start_time(process.pid) or gone(process.pid)
         assert [e.attempt for e in ends] == [e.attempt for e in rec.starts(name)]
@@ -273,8 +273,7 @@ def test_a_recorder_error_stops_everything_and_is_raised(here: Path) -> None:
         LocalBackend(alloc).execute(work, rec, options(here, grace=5))
     assert rec.stop.is_set()
     (start,) = rec.starts()
-    assert start.placement.process is not None
-    assert start.task == "a" and gone(start.placement.process.pid)
+    assert start.task == "a" and gone(rec.processes[start.attempt].pid)
     assert [e.outcome.status for e in rec.ends("a")] == [INTERRUPTED]
     assert not rec.ends("b")  # its start was never recorded
     assert [e.task for e in rec.releases()] == ["a", "b"] or [e.task for e in rec.releases()] == ["b", "a"]

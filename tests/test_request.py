@@ -74,7 +74,17 @@ def test_options_round_trip_through_json() -> None:
 
 
 def test_run_recorder_implements_the_recorder_protocol() -> None:
-    names = ["batch", "claim", "release", "log_path", "command_started", "command_ended", "previous_jobs"]
+    names = [
+        "batch",
+        "claim",
+        "release",
+        "adopt",
+        "log_path",
+        "command_started",
+        "process_started",
+        "command_ended",
+        "previous_jobs",
+    ]
     for name in names:
         want = inspect.signature(getattr(Recorder, name))
         got = inspect.signature(getattr(RunRecorder, name))

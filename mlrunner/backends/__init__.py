@@ -4,6 +4,7 @@ value objects they exchange); ``local/`` runs commands in a process pool on this
 never from here, so that using one never imports the other."""
 
 from mlrunner.backends.base import (
+    Adopted,
     Allocation,
     Allocator,
     Backend,
@@ -17,6 +18,7 @@ from mlrunner.backends.base import (
 )
 
 __all__ = [
+    "Adopted",
     "Allocation",
     "Allocator",
     "Backend",

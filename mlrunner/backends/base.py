@@ -32,6 +32,7 @@ class WorkItem:
     commands: tuple[Command, ...]
     position: int  # 1-based position in the run's task list (for 'train : 3/ 5' lines)
     total: int  # number of tasks in the run
+    adopted: Adopted | None = None  # its first command, left running by a runner that died
 
 
 @dataclass
@@ -78,6 +79,18 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Adopted:
+    """A command that a runner which died left running (its shepherd alive): the backend
+    watches it instead of starting it again, and records its end on the open attempt."""
+
+    attempt_id: int
+    command: str  # the name of the item's first command, the one running
+    process: ProcessRef  # its shepherd (pid, process group, start time)
+    log_path: Path
+    resource: str  # the slot it runs on
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How an attempt ended: its status, exit code or signal, and a failure class when the
     backend knows one (else the recorder classifies the log tail)."""
@@ -118,8 +131,9 @@ class Allocator(Protocol[A]):
     @property
     def pending(self) -> int: ...
 
-    def acquire(self, gpus_needed: int, *, stop: threading.Event) -> A | None:
-        """Block until an allocation is free (None: ``stop`` was set first)."""
+    def acquire(self, gpus_needed: int, *, stop: threading.Event, prefer: str | None = None) -> A | None:
+        """Block until an allocation is free (None: ``stop`` was set first); ``prefer``: the
+        slot text (``CUDA_VISIBLE_DEVICES``) to give when it is free."""
         ...
 
     def release(self, alloc: A) -> None: ...
@@ -150,8 +164,23 @@ class Recorder(Protocol):
         """Where this attempt's output goes (``<exp>/log.<cmd>.<time>``)."""
         ...
 
+    def adopt(self, item: WorkItem) -> Adopted | None:
+        """Before an item's first command starts: the command of it that a runner which died
+        left running, to be watched instead of started (None: start it). Settles what can be
+        settled first (a command that ended while no runner watched is recorded, and no
+        longer among ``item.commands``)."""
+        ...
+
     def command_started(self, item: WorkItem, command: Command, placement: Placement, log_path: Path) -> int:
-        """Record a new attempt as running; returns the attempt id."""
+        """Record a new attempt as running; returns the attempt id. A local backend calls it
+        *before* it spawns (``placement.process`` None), so that no command can run that the
+        ledger does not know of, then :meth:`process_started`."""
+        ...
+
+    def process_started(self, attempt_id: int, process: ProcessRef) -> None:
+        """The attempt's process runs: its identity (pid, group, start time). Recorded with
+        the next :meth:`batch` (a crash before that leaves the exit file and the process's
+        command line to identify it)."""
         ...
 
     def command_ended(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
-from mlrunner.backends.base import Outcome, Placement, WorkItem
+from mlrunner.backends.base import Adopted, Outcome, Placement, ProcessRef, WorkItem
 from mlrunner.status import AttemptStatus, FailureClass
 
 if TYPE_CHECKING:
@@ -94,6 +94,7 @@ class MemoryRecorder:
         self._depth = 0
         self._next_attempt = 1
         self._open: dict[int, Started] = {}
+        self.processes: dict[int, ProcessRef] = {}  # attempt id -> what process_started said
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ reading
@@ -143,6 +144,30 @@ class MemoryRecorder:
 
     def release(self, item: WorkItem) -> None:
         self._add(Released(item.task.name))
+
+    def process_started(self, attempt_id: int, process: ProcessRef) -> None:
+        """Kept in ``processes`` (attempt id -> its process)."""
+        with self._lock:
+            self.processes[attempt_id] = process
+
+    def adopt(self, item: WorkItem) -> Adopted | None:
+        """``item.adopted`` (set by the test), as the real recorder returns a settled one; its
+        attempt is open from then on."""
+        adopted = item.adopted
+        if adopted is not None:
+            placement = Placement(resource=adopted.resource, process=adopted.process)
+            started = Started(
+                adopted.attempt_id,
+                item.task.name,
+                adopted.command,
+                placement,
+                adopted.log_path,
+                batched=False,
+            )
+            with self._lock:
+                self._open[adopted.attempt_id] = started
+                self.events.append(started)
+        return adopted
 
     def log_path(self, item: WorkItem, command: Command) -> Path:
         n = sum(1 for e in self.starts(item.task.name) if e.command == command.name)

@@ -349,11 +349,11 @@ def status_command(output: OutputOpt = "output", as_json: JsonOpt = False) -> No
     except MlrunnerError as exc:
         _fail(exc)
         return
-    live, active = doc["live"], doc["runs"]
+    live, active, orphaned = doc["live"], doc["runs"], doc["orphaned"]
     if as_json:
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
-    if not live and not active:
+    if not live and not active and not orphaned:
         typer.echo(f"Nothing is running under {output}.")
         return
     for r in active:
@@ -366,6 +366,15 @@ def status_command(output: OutputOpt = "output", as_json: JsonOpt = False) -> No
         started = a.get("started_at")
         elapsed = f"{now - started:.0f}s" if isinstance(started, (int, float)) else str(started)
         typer.echo(f"  gpu {a.get('resource')}  {a.get('command')}  {a.get('output_dir')}  {elapsed}")
+    if orphaned:
+        typer.echo(f"running without a runner (its runner died; `run --resume -o {output}` waits for them):")
+    for a in orphaned:
+        started = a.get("started_at")
+        elapsed = f"{now - started:.0f}s" if isinstance(started, (int, float)) else str(started)
+        typer.echo(
+            f"  gpu {a.get('resource')}  {a.get('command')}  {a.get('output_dir')}  {elapsed}  "
+            f"(pid {a.get('pid')}, no runner)"
+        )
 
 
 @app.command("restore")

@@ -11,7 +11,17 @@
 """
 
 from mlrunner.expdir import yamlfast
-from mlrunner.expdir.files import Writer, atomic_write, param_text, read_param, read_stat, stat_text
+from mlrunner.expdir.files import (
+    LOG_TAIL_BYTES,
+    Writer,
+    atomic_write,
+    log_tail,
+    param_text,
+    read_param,
+    read_stat,
+    stat_text,
+    update_stat,
+)
 from mlrunner.expdir.names import (
     LOG_PREFIX,
     PARAM_FILE,
@@ -24,6 +34,7 @@ from mlrunner.expdir.names import (
 from mlrunner.expdir.yamlfast import dump_yaml, load_yaml
 
 __all__ = [
+    "LOG_TAIL_BYTES",
     "LOG_PREFIX",
     "PARAM_FILE",
     "STAT_FILE",
@@ -32,6 +43,7 @@ __all__ = [
     "atomic_write",
     "dump_yaml",
     "load_yaml",
+    "log_tail",
     "log_name",
     "log_names",
     "param_text",
@@ -39,5 +51,6 @@ __all__ = [
     "read_stat",
     "stat_text",
     "stat_word",
+    "update_stat",
     "yamlfast",
 ]

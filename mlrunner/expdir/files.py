@@ -116,6 +116,28 @@ def stat_text(stat: Mapping[str, str]) -> str:
     return "".join(f"{name}: {stat_word(status)}\n" for name, status in stat.items())
 
 
+def update_stat(exp_dir: str | os.PathLike[str], command: str, status: str) -> None:
+    """Set one command's word in a ``stat`` file (read, change, atomic write)."""
+    stat = read_stat(exp_dir)
+    stat[command] = status
+    atomic_write(Path(exp_dir, STAT_FILE), stat_text(stat))
+
+
+LOG_TAIL_BYTES = 4096
+
+
+def log_tail(path: str | os.PathLike[str], limit: int = LOG_TAIL_BYTES) -> str | None:
+    """The last ``limit`` bytes of a log as text (None: unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
 class Writer:
     """Writes ``param`` and ``stat`` files: at once, or after a delay from a thread of its own.
 

@@ -162,17 +162,24 @@ class AttemptsPart(LedgerPart):
 
         Each has every attempt column (pid, pgid, proc_start, host, boot_id, runner_pid...),
         the task's name and output_dir, and ``command_alive`` (procs.is_alive of the
-        command's process: True, False, or None when it is unknowable from here).
+        command's process: True, False, or None when it is unknowable from here). An
+        attempt recorded without its pid (the runner died right after the spawn) gets the
+        pid of its shepherd when one still runs here (found by its command line).
         """
         alive = Liveness()
         out = []
         for row in self._running(task_key):
             if alive.runner_alive(row) is False:
                 attempt = attempt_record(row)
+                local = row["host"] == procs.hostname() and row["boot_id"] == procs.boot_id()
+                if row["pid"] is None and local and row["log_path"]:
+                    found = procs.find_shepherd(row["log_path"])
+                    if found is not None:
+                        attempt.update(pid=found[0], pgid=found[0], proc_start=found[1])
                 attempt["command_alive"] = (
                     None
-                    if row["pid"] is None
-                    else procs.is_alive(row["host"], row["boot_id"], row["pid"], row["proc_start"])
+                    if attempt["pid"] is None
+                    else procs.is_alive(row["host"], row["boot_id"], attempt["pid"], attempt["proc_start"])
                 )
                 out.append(attempt)
         return out

@@ -136,11 +136,17 @@ def _command(name: str, a: dict[str, Any] | None) -> dict[str, Any]:
 
 def live_doc(ledger: Ledger) -> dict[str, Any]:
     """``status --json``: ``{"live": the running attempts whose runner is alive (every
-    attempt column, epoch times, the task's name and output_dir), "runs": the running runs
-    (rows of :func:`runs_doc`)}``."""
+    attempt column, epoch times, the task's name and output_dir), "orphaned": those whose
+    runner died while the command still runs (running without a runner: ``run --resume``
+    waits for them), "runs": the running runs (rows of :func:`runs_doc`)}``."""
     live = ledger.live_attempts()
+    orphaned = [a for a in ledger.orphaned_attempts() if a.get("command_alive") and not a.get("job_id")]
     runs = runs_doc(ledger)
-    return {"live": live, "runs": [r for r in runs if r.get("status") == RunStatus.RUNNING]}
+    return {
+        "live": live,
+        "orphaned": orphaned,
+        "runs": [r for r in runs if r.get("status") == RunStatus.RUNNING],
+    }
 
 
 def experiment_summary(ledger: Ledger) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,17 @@ from mlrunner.procs.identity import (
     proc_start_time,
     start_time_between,
 )
-from mlrunner.procs.spawn import EXIT_SUFFIX, Child, Spawner, exit_path, read_exit, spawn, wait_gone
+from mlrunner.procs.spawn import (
+    EXIT_SUFFIX,
+    Child,
+    Spawner,
+    exit_path,
+    find_shepherd,
+    is_shepherd,
+    read_exit,
+    spawn,
+    wait_gone,
+)
 from mlrunner.procs.tree import signal_tree, terminate_tree
 
 __all__ = [
@@ -27,8 +37,10 @@ __all__ = [
     "boot_id",
     "descendants",
     "exit_path",
+    "find_shepherd",
     "hostname",
     "is_alive",
+    "is_shepherd",
     "proc_ppid",
     "proc_start_time",
     "read_exit",

@@ -72,6 +72,38 @@ def read_exit(path: str | os.PathLike[str]) -> int | None:
         return None
 
 
+def is_shepherd(pid: int, log: str | os.PathLike[str]) -> bool:
+    """Whether ``pid`` is the shepherd of the command whose log is ``log``: a bash whose
+    command line names that command's exit file (proof of identity for a process recorded
+    without a start time)."""
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return len(argv) > 4 and argv[4] == os.fsencode(os.path.abspath(exit_path(log)))
+
+
+def find_shepherd(log: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(pid, start time) of the live shepherd of the command whose log is ``log``, found by
+    its command line (a runner that died between recording a command and its pid); None
+    when there is none. Reads every /proc/<pid>/cmdline: for a resume, not a hot path."""
+    want = os.fsencode(os.path.abspath(exit_path(log)))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 4 and argv[4] == want:
+            start = proc_start_time(int(entry))
+            if start is not None:
+                return int(entry), start
+    return None
+
+
 class Child:
     """A spawned command's bash: ``pid``, its ``start`` time when known without /proc
     (clock ticks since boot), and its return code once reaped (negative: killed by that

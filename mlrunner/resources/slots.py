@@ -90,6 +90,15 @@ class _Waiter:
     grant: Allocation | None = None
     blocked: bool = False
     reserve: list[int] = field(default_factory=list)
+    prefer: str | None = None  # the slot text (CUDA_VISIBLE_DEVICES) to give when free
+
+
+def _gpu_list(text: str | None) -> set[int]:
+    """The GPU indices of a slot text ('0,2'); empty for None or anything else."""
+    try:
+        return {int(p) for p in (text or "").split(",") if p.strip()}
+    except ValueError:
+        return set()
 
 
 def _free_mib(info: dict[int, GpuInfo] | None, gpu: int) -> int:
@@ -261,16 +270,24 @@ class SlotAllocator:
             )
 
     def acquire(
-        self, gpus_needed: int, *, stop: threading.Event, min_free_mib: int | None = None
+        self,
+        gpus_needed: int,
+        *,
+        stop: threading.Event,
+        min_free_mib: int | None = None,
+        prefer: str | None = None,
     ) -> Allocation | None:
         """Block until a slot with ``gpus_needed`` GPUs is free and return it; None once
         ``stop`` is set. ``min_free_mib`` overrides the resource's min_free_memory for
-        this task (an OOM retry asks for more); fixed slots ignore it. Raises
+        this task (an OOM retry asks for more); fixed slots ignore it. ``prefer``: the
+        slot text (``CUDA_VISIBLE_DEVICES``) to give when it is free, or GPUs to take
+        first (a command a dead runner left running on them is adopted). Raises
         ResourceError when the task can never fit or nvidia-smi fails meanwhile."""
         self.check(gpus_needed)
         if stop.is_set():
             return None
         waiter = _Waiter(gpus_needed, self.min_free_mib if min_free_mib is None else min_free_mib)
+        waiter.prefer = prefer
         with self._cond:
             self._waiters.append(waiter)
             try:
@@ -349,7 +366,14 @@ class SlotAllocator:
                 continue
             fits = [i for i in self._free_slots if waiter.need <= 1 or self._slots[i].size >= waiter.need]
             if fits:
-                self._grant(waiter, min(fits, key=lambda i: (max(self._slots[i].size, 1), i)), [])
+                prefer = waiter.prefer
+                self._grant(
+                    waiter,
+                    min(
+                        fits, key=lambda i: (self._slots[i].visible != prefer, max(self._slots[i].size, 1), i)
+                    ),
+                    [],
+                )
 
     def _dispatch_gpus(self) -> None:
         todo = [w for w in self._waiters if w.grant is None]
@@ -366,7 +390,8 @@ class SlotAllocator:
                 self._grant(waiter, min(self._free_slots), [])
                 continue
             candidates = [g for g in usable if g not in full and self._held[g] + reserved[g] < self.per_gpu]
-            candidates.sort(key=lambda g: (self._held[g], -_free_mib(info, g), g))
+            preferred = _gpu_list(waiter.prefer)
+            candidates.sort(key=lambda g: (g not in preferred, self._held[g], -_free_mib(info, g), g))
             taken: list[tuple[int, int]] = []
             for gpu in candidates:
                 share = self._take_share(gpu)

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlrunner import expdir as expfiles
 from mlrunner import procs
-from mlrunner.backends.base import Outcome, Placement, WorkItem
+from mlrunner.backends.base import Adopted, Outcome, Placement, ProcessRef, WorkItem
 from mlrunner.events import Emit, Ended, RunSummary, Started
-from mlrunner.run.orphans import reap_orphans
+from mlrunner.run.orphans import settle_orphans
 from mlrunner.status import UNFINISHED_STATUSES, AttemptStatus, FailureClass
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from mlrunner.plan import Command
     from mlrunner.snapshot import Snapshot
 
-LOG_TAIL_BYTES = 4096
 # A local command's 'running' goes into its stat file only once it has run this long: a
 # command that ends sooner gets one stat write (its end) instead of two. The ledger has
 # the attempt as running from its start.
@@ -67,6 +67,8 @@ class RunRecorder:
         self._released: set[str] = set()  # claims dropped with a last command_ended
         self._files = expfiles.Writer()  # param and stat files ('running' ones delayed)
         self._snapshot_checked = False  # a write_snapshot has checked the run-level files
+        self._takeover: set[str] = set()  # tasks claimed with an attempt of a dead runner open
+        self._processes: list[tuple[int, ProcessRef]] = []  # to record with the next batch
 
     def tally(self) -> None:
         """Count each command once, by the status of its last attempt (retries included)."""
@@ -82,8 +84,25 @@ class RunRecorder:
                     s.failed_dirs.append(out)
 
     def batch(self) -> AbstractContextManager[None]:
-        """Ledger calls made within share one transaction (:meth:`mlrunner.ledger.store.Ledger.batch`)."""
-        return self.ledger.batch()
+        """Ledger calls made within share one transaction (:meth:`mlrunner.ledger.store.Ledger.batch`);
+        the processes started since the last batch are recorded first."""
+        return self._batch()
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        with self.ledger.batch():
+            self._record_processes()
+            yield
+
+    def _record_processes(self) -> None:
+        with self._lock:
+            todo, self._processes = self._processes, []
+        for attempt, p in todo:
+            self.ledger.set_attempt_process(attempt, pid=p.pid, pgid=p.pgid, proc_start=p.start)
+
+    def process_started(self, attempt_id: int, process: ProcessRef) -> None:
+        with self._lock:
+            self._processes.append((attempt_id, process))
 
     # claims ---------------------------------------------------------------
     def claim(self, item: WorkItem) -> bool:
@@ -92,8 +111,10 @@ class RunRecorder:
         if not self.ledger.claim_task(key, self.run_id, states=states):
             return False
         if AttemptStatus.RUNNING in states.values():
-            # taken over from a runner that died meanwhile: its command may still be alive
-            reap_orphans(self.ledger, self.emit, self.grace, key)
+            # taken over from a runner that died meanwhile: its command may still run; it is
+            # settled by adopt(), outside this claim's transaction (it reads /proc and files)
+            with self._lock:
+                self._takeover.add(key)
         if not self.force:  # another runner may have finished some of it meanwhile
             left = tuple(c for c in item.commands if states.get(c.name) != AttemptStatus.FINISHED)
             if not left:
@@ -146,6 +167,34 @@ class RunRecorder:
             self._scripts.pop(item.task.key, None)
             self._param_due.discard(item.task.key)
 
+    def adopt(self, item: WorkItem) -> Adopted | None:
+        """The item's command a dead runner left running, to watch instead of start (see
+        :mod:`mlrunner.run.orphans`); commands that ended meanwhile leave ``item.commands``."""
+        key = item.task.key
+        with self._lock:
+            takeover = key in self._takeover
+            self._takeover.discard(key)
+        adopted = item.adopted
+        if takeover:
+            adopted = settle_orphans(self.ledger, self.emit, key).get(key)
+            if not self.force:
+                states = self.ledger.command_states([key])
+                item.commands = tuple(
+                    c for c in item.commands if states.get((key, c.name)) != AttemptStatus.FINISHED
+                )
+        if adopted is None or not item.commands or item.commands[0].name != adopted.command:
+            return None
+        self.emit(
+            Started(
+                position=item.position,
+                total=item.total,
+                output_dir=item.task.output_dir,
+                command=adopted.command,
+                resource=adopted.resource,
+            )
+        )
+        return adopted
+
     # attempts -------------------------------------------------------------
     def planned_log(self, item: WorkItem, command: Command) -> str:
         name = expfiles.log_name(command.name, self.time_str, item.task.name if self.no_subdir else None)
@@ -175,7 +224,7 @@ class RunRecorder:
             command=command.name,
             resource=placement.resource,
             gpus=list(placement.gpus) if placement.gpus is not None else None,
-            log_path=str(log_path),
+            log_path=os.path.abspath(log_path),  # absolute: a resume may run elsewhere
             snapshot_id=self.snapshot_id,
             job_id=job.job_id if job is not None else None,
             node=job.node if job is not None else None,
@@ -235,7 +284,7 @@ class RunRecorder:
         failure_class = outcome.failure_class
         tail = None
         if status is not AttemptStatus.FINISHED:
-            tail = _tail(log_path)
+            tail = expfiles.log_tail(log_path)
             if failure_class is None and status is AttemptStatus.FAILED:
                 from mlrunner.resources import classify_failure
 
@@ -273,16 +322,9 @@ class RunRecorder:
         return failure_class or status
 
     def close(self) -> None:
-        """Write the delayed stat files now and stop their thread; raise a write that failed."""
-        self._files.close()
-
-
-def _tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
+        """Record what is pending; write the delayed stat files now and stop their thread;
+        raise a write that failed."""
+        try:
+            self._record_processes()
+        finally:
+            self._files.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlrunner import expdir as expfiles
-from mlrunner.backends.base import Backend, RunOptions, WorkItem
+from mlrunner.backends.base import Adopted, Backend, RunOptions, WorkItem
 from mlrunner.errors import UsageError
 from mlrunner.events import (
     DryLine,
@@ -33,7 +33,7 @@ from mlrunner.events import (
     WarningMessage,
     ignore,
 )
-from mlrunner.run.orphans import reap_orphans
+from mlrunner.run.orphans import settle_orphans
 from mlrunner.run.recorder import RunRecorder
 from mlrunner.run.request import RunRequest
 from mlrunner.run.signals import stop_on_signals
@@ -91,8 +91,8 @@ class Runner:
             else:
                 code = self._snapshot(req, spec, resumed, now)  # 4
                 with self._ledger(req, resumed) as ledger:
-                    run_id = self._open_run(ledger, req, spec, tasks, code, resumed, summary)  # 5
-                    items = self._unfinished(ledger, req, tasks, run_id, summary)  # 6
+                    run_id, adopted = self._open_run(ledger, req, spec, tasks, code, resumed, summary)  # 5
+                    items = self._unfinished(ledger, req, tasks, run_id, summary, adopted)  # 6
                     recorder = self._execute(ledger, req, spec, backend, items, code, summary, now)  # 7, 8
                     self._close_run(ledger, run_id, recorder, summary)
         finally:
@@ -276,9 +276,10 @@ class Runner:
         code: _Code,
         resumed: _Resumed | None,
         summary: RunSummary,
-    ) -> int:
+    ) -> tuple[int, dict[str, Adopted]]:
         """Step 5: the run row (a resumed one reopened) and the tasks; attempts left
-        running by dead runners settled."""
+        running by dead runners settled (:mod:`mlrunner.run.orphans`): returns the run id and
+        the commands to adopt, by task key."""
         if resumed is not None:
             run_id = int(resumed.row["id"])
             ledger.update_run(run_id, status=RunStatus.RUNNING)
@@ -307,13 +308,19 @@ class Runner:
             ],
         )
         self.emit(PlanReady(tasks=len(tasks), commands=summary.n_commands, run_id=run_id, resumed=req.resume))
-        reap_orphans(ledger, self.emit, req.grace)
-        return run_id
+        return run_id, settle_orphans(ledger, self.emit)
 
     def _unfinished(
-        self, ledger: Ledger, req: RunRequest, tasks: Sequence[Task], run_id: int, summary: RunSummary
+        self,
+        ledger: Ledger,
+        req: RunRequest,
+        tasks: Sequence[Task],
+        run_id: int,
+        summary: RunSummary,
+        adopted: dict[str, Adopted],
     ) -> list[WorkItem]:
-        """Step 6: what is unfinished (ledger, 0.5.9 ``stat`` files); the rest is skipped."""
+        """Step 6: what is unfinished (ledger, 0.5.9 ``stat`` files); the rest is skipped.
+        Items whose command a dead runner left running come first (they keep their slot)."""
         force = _rerun_finished(req)
         states = ledger.command_states([t.key for t in tasks])
         resume_force = force and req.resume
@@ -349,8 +356,10 @@ class Runner:
                 else:
                     remaining.append(command)
             if remaining:
-                items.append(WorkItem(task=task, commands=tuple(remaining), position=i + 1, total=total))
-        return items
+                item = WorkItem(task=task, commands=tuple(remaining), position=i + 1, total=total)
+                item.adopted = adopted.get(task.key)
+                items.append(item)
+        return sorted(items, key=lambda it: it.adopted is None)
 
     def _execute(
         self,

@@ -50,8 +50,6 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Generic, TypeVar
 
 from mlrunner import procs
@@ -65,6 +63,7 @@ from mlrunner.backends.base import (
     RunOptions,
     WorkItem,
 )
+from mlrunner.backends.local.live import Live, prefer, spawn_error, write_reason
 from mlrunner.backends.local.machine import Job, Next, Phase, StopAction
 
 POLL_S = 0.1  # the longest the loop sleeps without looking at recorder.stop
@@ -97,15 +96,6 @@ def _drain(q: queue.SimpleQueue[T]) -> Iterator[T]:
             return
 
 
-@dataclass(eq=False)
-class _Live(Generic[A]):
-    """A job's running command, as the loop watches it."""
-
-    job: Job[A]
-    proc: procs.Child
-    pidfd: int | None = None
-
-
 class _Loop(Generic[A]):
     def __init__(self, allocator: Allocator[A], recorder: Recorder, options: RunOptions) -> None:
         self.allocator = allocator
@@ -122,7 +112,7 @@ class _Loop(Generic[A]):
         self.active: set[Job[A]] = set()  # admitted, not DONE: holding or waiting for an allocation
         self.asking: deque[Job[A]] = deque()  # ASKING, in order
         self.ready: deque[Job[A]] = deque()  # READY
-        self.running: dict[int, _Live[A]] = {}  # pid -> a command alive (STARTED, RUNNING, SIGNALLED)
+        self.running: dict[int, Live[A]] = {}  # pid -> a command alive (STARTED, RUNNING, SIGNALLED)
         self.ended: deque[Job[A]] = deque()  # EXITED, in the order reaped
         self.helpers: list[threading.Thread] = []
         self.in_flight = 0  # WAITING: helper acquisitions not yet handed back
@@ -213,7 +203,7 @@ class _Loop(Generic[A]):
         held = sum(1 for j in self.active if j.alloc is not None)
         if self.direct and need <= 1 and not self.in_flight and not self.asking and held < self.capacity:
             job.to(Phase.ACQUIRING)
-            self._granted(job, self.allocator.acquire(need, stop=self.rec.stop))
+            self._granted(job, self.allocator.acquire(need, stop=self.rec.stop, prefer=prefer(job)))
             return
         job.to(Phase.ASKING)
         self.asking.append(job)
@@ -229,14 +219,19 @@ class _Loop(Generic[A]):
             job.to(Phase.WAITING)
             self.in_flight += 1
             t = threading.Thread(
-                target=self._acquire, args=(job, job.item.task.gpus), name="mlrunner-acquire", daemon=True
+                target=self._acquire,
+                args=(job, job.item.task.gpus, prefer(job)),
+                name="mlrunner-acquire",
+                daemon=True,
             )
             self.helpers.append(t)
             t.start()
 
-    def _acquire(self, job: Job[A], need: int) -> None:  # in a helper thread: touches no job state
+    def _acquire(
+        self, job: Job[A], need: int, prefer: str | None
+    ) -> None:  # in a helper thread: no job state
         try:
-            self.handoff.put((job, self.allocator.acquire(need, stop=self.rec.stop), None))
+            self.handoff.put((job, self.allocator.acquire(need, stop=self.rec.stop, prefer=prefer), None))
         except BaseException as exc:
             self.handoff.put((job, None, exc))
         self._wake()
@@ -284,59 +279,83 @@ class _Loop(Generic[A]):
 
     # ------------------------------------------------------------------ commands
     def _start(self, job: Job[A]) -> None:
-        """READY -> SPAWNING -> STARTED -> RUNNING: spawn its command, record its start."""
+        """READY -> SPAWNING -> STARTED -> RUNNING: spawn its command, record its start.
+        Before an item's first command: READY -> RUNNING when a runner that died left that
+        command running (it is watched, not started again)."""
+        if not job.asked_adopt:
+            job.asked_adopt = True
+            adopted = self.rec.adopt(job.item)  # may drop commands that ended meanwhile
+            if not job.item.commands:
+                self._finish(job)
+                return
+            if adopted is not None:
+                job.adopted(adopted.process.pid, adopted.log_path, adopted.attempt_id)
+                live = Live(
+                    job,
+                    adopted.process.pid,
+                    start=adopted.process.start,
+                    exit_file=procs.exit_path(adopted.log_path),
+                )
+                self._watch(live)
+                return
         command = job.command
         job.to(Phase.SPAWNING)
         log = self.rec.log_path(job.item, command)
-        assert job.env is not None
-        proc = self.spawner.spawn(command.text, log, job.env)
-        self._watch(job, proc, log)
-        assert job.alloc is not None
-        process = ProcessRef(pid=proc.pid, pgid=proc.pid, start=proc.start)
-        placement = Placement(resource=job.alloc.visible, gpus=job.alloc.gpus, process=process)
-        job.recorded(self.rec.command_started(job.item, command, placement, log))
-
-    def _watch(self, job: Job[A], proc: procs.Child, log: Path) -> _Live[A]:
-        """SPAWNING -> STARTED: the loop watches its process."""
+        assert job.env is not None and job.alloc is not None
+        # recorded (committed) before it runs: no command runs that the ledger does not know
+        placement = Placement(resource=job.alloc.visible, gpus=job.alloc.gpus)
+        attempt = self.rec.command_started(job.item, command, placement, log)
+        try:
+            proc = self.spawner.spawn(command.text, log, job.env)
+        except OSError as exc:  # this command cannot start; the others go on
+            write_reason(log, spawn_error(exc, command.text))
+            job.spawn_failed(attempt, log)
+            self.ended.append(job)
+            return
         job.started(proc.pid, log)
-        live = _Live(job, proc)
-        self.running[proc.pid] = live
+        self._watch(Live(job, proc.pid, child=proc))
+        job.recorded(attempt)
+        self.rec.process_started(attempt, ProcessRef(pid=proc.pid, pgid=proc.pid, start=proc.start))
+
+    def _watch(self, live: Live[A]) -> None:
+        """The loop watches ``live``'s process: a pidfd in the selector, or polling."""
+        self.running[live.pid] = live
         if self.pidfds:
             try:
-                live.pidfd = os.pidfd_open(proc.pid)
+                live.pidfd = os.pidfd_open(live.pid)
+            except ProcessLookupError:  # an adopted command gone already: the next poll sees it
+                pass
             except OSError:  # kernel without pidfds (< 5.3): poll the children instead
                 self.pidfds = False
             else:
                 self.selector.register(live.pidfd, selectors.EVENT_READ, live)
-        return live
 
     def _wait(self) -> None:
         """Sleep until a child exits, a helper or a signal wakes us, or a poll interval passes."""
         if self.stopping:
             timeout = STOP_POLL_S
-        elif self.asking or (self.running and not self.pidfds):
+        elif self.asking or any(live.pidfd is None for live in self.running.values()):
             timeout = SHORT_POLL_S
         else:
             timeout = POLL_S
-        ended: list[_Live[A]] = []
+        ended: list[Live[A]] = []
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 self._drain_wake()
             else:
                 ended.append(key.data)
-        if not self.pidfds:
-            ended.extend(live for live in self.running.values() if live.pidfd is None)
+        ended.extend(live for live in self.running.values() if live.pidfd is None)
         for live in ended:
             if self._reap(live):
                 self.ended.append(live.job)
 
-    def _reap(self, live: _Live[A]) -> bool:
+    def _reap(self, live: Live[A]) -> bool:
         """Whether ``live`` exited; if so, reaped (its pid may be reused from now on, so it
         leaves ``running`` at once) and its job EXITED."""
-        code = live.proc.poll()
-        if code is None:
+        gone, code = live.ended()
+        if not gone:
             return False
-        del self.running[live.proc.pid]
+        del self.running[live.pid]
         self._close_pidfd(live)
         live.job.exited(code)
         return True
@@ -426,7 +445,7 @@ class _Loop(Generic[A]):
             os.close(self.wake_r)
             os.close(self.wake_w)
 
-    def _close_pidfd(self, live: _Live[A]) -> None:
+    def _close_pidfd(self, live: Live[A]) -> None:
         if live.pidfd is not None:
             try:
                 self.selector.unregister(live.pidfd)

@@ -11,10 +11,11 @@ nothing), and what a stop does to a job in each phase (:meth:`Job.on_stop`).
 ::
 
     QUEUED --> ACQUIRING (the loop takes a fixed slot) --+--> CLAIMING --> READY --> SPAWNING
-       \\--> ASKING (for a helper) --> WAITING (helper) --/                   ^           |
-                                                                             |        STARTED
-    ENDING <-- EXITED <-- RUNNING <---------------------------------------------------/  |
-       |  ^------------- SIGNALLED <-- (stop) --------------------------------------------/
+       \\--> ASKING (for a helper) --> WAITING (helper) --/                   |  ^          |
+                                                                            |  |       STARTED
+    ENDING <-- EXITED <-- RUNNING <----(adopted: left running by a dead runner)  |          |
+       |  ^                  ^-------------------------------------------------------------/
+       |  +------------- SIGNALLED <-- (stop) <-- RUNNING or STARTED
        +--> READY (next command, retry) | ASKING/ACQUIRING (GPU OOM) | DONE
 
 The *transient* phases (ACQUIRING, CLAIMING, SPAWNING, ENDING) are entered and left within
@@ -70,8 +71,10 @@ TRANSITIONS: dict[tuple[Phase, Phase], str] = {
     (P.CLAIMING, P.READY): "claimed (or claimed before an OOM re-allocation)",
     (P.CLAIMING, P.DONE): "the claim was refused, the run stops, or the claim raised",
     (P.READY, P.SPAWNING): "its command is spawned",
+    (P.READY, P.RUNNING): "its command, left running by a runner that died, is adopted: watched",
     (P.READY, P.DONE): "stopped before its command started",
     (P.SPAWNING, P.STARTED): "spawned",
+    (P.SPAWNING, P.EXITED): "the spawn failed (a command line over the kernel's limit...): it failed",
     (P.SPAWNING, P.DONE): "the spawn raised",
     (P.STARTED, P.RUNNING): "its start is recorded",
     (P.STARTED, P.SIGNALLED): "stopped (recording its start raised)",
@@ -108,7 +111,7 @@ class Next(Enum):
     """What follows a recorded end."""
 
     NEXT = auto()  # the item's next command (READY)
-    RETRY = auto()  # the same command again (READY)
+    RETRY = auto()  # the same command again (READY): a failure with retries left, or lost
     REALLOCATE = auto()  # give back the allocation, ask for a new one (GPU OOM)
     DONE = auto()  # nothing more: give back claim and allocation
 
@@ -127,10 +130,13 @@ _STOP: dict[Phase, StopAction] = {
 }
 
 
-def outcome_of(returncode: int, signalled: bool) -> Outcome:
-    """How a command ended, from its return code (negative: killed by that signal) and
-    whether the stop signalled it: ``finished`` when 0, else ``interrupted`` when we
-    signalled it, else ``failed``. bash's 128+N stays an exit code."""
+def outcome_of(returncode: int | None, signalled: bool) -> Outcome:
+    """How a command ended, from its return code (negative: killed by that signal; None:
+    unknown, an adopted command that left no exit status) and whether the stop signalled
+    it: ``finished`` when 0, else ``interrupted`` when we signalled it, else ``failed``
+    (``lost`` when unknown). bash's 128+N stays an exit code."""
+    if returncode is None:
+        return Outcome(status=AttemptStatus.INTERRUPTED if signalled else AttemptStatus.LOST)
     if returncode == 0:
         status = AttemptStatus.FINISHED
     elif signalled:
@@ -156,6 +162,7 @@ class Job(Generic[A]):
     claimed: bool = False  # its task is claimed in the ledger (from the first CLAIMING on)
     index: int = 0  # the command of item.commands to run, running or just ended
     failures: int = 0  # failed tries of that command
+    asked_adopt: bool = False  # the recorder was asked for a command left running (before the first start)
     pid: int | None = None  # its command's process (ALIVE phases)
     attempt: int | None = None  # the ledger attempt of that command, once recorded
     log: Path | None = None  # that command's log
@@ -182,8 +189,22 @@ class Job(Generic[A]):
         self.to(Phase.RUNNING)
         self.attempt = attempt
 
-    def exited(self, returncode: int) -> Outcome:
-        """ALIVE -> EXITED: reaped with ``returncode``; counts a failure."""
+    def adopted(self, pid: int, log: Path, attempt: int) -> None:
+        """READY -> RUNNING: its command, left running by a dead runner (attempt
+        ``attempt``, writing to ``log``), is watched instead of started."""
+        self.to(Phase.RUNNING)
+        self.pid, self.log, self.attempt, self.outcome = pid, log, attempt, None
+
+    def spawn_failed(self, attempt: int, log: Path) -> Outcome:
+        """SPAWNING -> EXITED: its recorded attempt could not start; it failed."""
+        self.to(Phase.EXITED)
+        self.pid, self.log, self.attempt = None, log, attempt
+        self.outcome = Outcome(status=AttemptStatus.FAILED)
+        self.failures += 1
+        return self.outcome
+
+    def exited(self, returncode: int | None) -> Outcome:
+        """ALIVE -> EXITED: gone with ``returncode`` (None: unknown); counts a failure."""
         outcome = outcome_of(returncode, signalled=self.phase is Phase.SIGNALLED)
         self.to(Phase.EXITED)
         self.pid, self.outcome = None, outcome
@@ -201,6 +222,8 @@ class Job(Generic[A]):
             return True
         if self.outcome.status is AttemptStatus.FINISHED:
             return self.index + 1 == len(self.item.commands)
+        if self.outcome.status is AttemptStatus.LOST:  # an adopted command gone without a status
+            return False  # it runs again, as one that never started
         return self.outcome.status is not AttemptStatus.FAILED or self.failures > retries
 
     def after_end(self, final: AttemptStatus | FailureClass, last: bool) -> Next:
@@ -215,7 +238,7 @@ class Job(Generic[A]):
             return Next.NEXT
         if final == FailureClass.GPU_OOM:
             return Next.REALLOCATE
-        return Next.RETRY
+        return Next.RETRY  # a failure with retries left, or a lost adopted command
 
     def on_stop(self) -> StopAction:
         """What the stop step does to a job in its current phase."""
