@@ -77,6 +77,7 @@ def test_run_recorder_implements_the_recorder_protocol() -> None:
     names = [
         "batch",
         "claim",
+        "warn",
         "release",
         "adopt",
         "log_path",

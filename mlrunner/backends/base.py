@@ -156,6 +156,10 @@ class Recorder(Protocol):
         """Atomically claim a task in the ledger; False: another live runner holds it."""
         ...
 
+    def warn(self, message: str) -> None:
+        """Something the user should know (a process a command left behind...); the run goes on."""
+        ...
+
     def release(self, item: WorkItem) -> None:
         """Give up the claim once the backend is done with the item (finished or not)."""
         ...

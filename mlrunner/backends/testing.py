@@ -94,6 +94,7 @@ class MemoryRecorder:
         self._depth = 0
         self._next_attempt = 1
         self._open: dict[int, Started] = {}
+        self.warnings: list[str] = []
         self.processes: dict[int, ProcessRef] = {}  # attempt id -> what process_started said
         self._lock = threading.RLock()
 
@@ -144,6 +145,11 @@ class MemoryRecorder:
 
     def release(self, item: WorkItem) -> None:
         self._add(Released(item.task.name))
+
+    def warn(self, message: str) -> None:
+        """Kept in ``warnings``."""
+        with self._lock:
+            self.warnings.append(message)
 
     def process_started(self, attempt_id: int, process: ProcessRef) -> None:
         """Kept in ``processes`` (attempt id -> its process)."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from mlrunner import expdir as expfiles
 from mlrunner import procs
 from mlrunner.backends.base import Adopted, Outcome, Placement, ProcessRef, WorkItem
-from mlrunner.events import Emit, Ended, RunSummary, Started
+from mlrunner.events import Emit, Ended, RunSummary, Started, WarningMessage
 from mlrunner.run.orphans import settle_orphans
 from mlrunner.status import UNFINISHED_STATUSES, AttemptStatus, FailureClass
 
@@ -103,6 +103,9 @@ class RunRecorder:
     def process_started(self, attempt_id: int, process: ProcessRef) -> None:
         with self._lock:
             self._processes.append((attempt_id, process))
+
+    def warn(self, message: str) -> None:
+        self.emit(WarningMessage(message))
 
     # claims ---------------------------------------------------------------
     def claim(self, item: WorkItem) -> bool:

@@ -63,6 +63,7 @@ from mlrunner.backends.base import (
     RunOptions,
     WorkItem,
 )
+from mlrunner.backends.local.leftovers import ATTEMPT_ENV, Leftovers
 from mlrunner.backends.local.live import Live, prefer, spawn_error, write_reason
 from mlrunner.backends.local.machine import Job, Next, Phase, StopAction
 
@@ -85,6 +86,10 @@ class LocalBackend(Backend, Generic[A]):
 
     def execute(self, items: Sequence[WorkItem], recorder: Recorder, options: RunOptions) -> None:
         _Loop(self.allocator, recorder, options).run(items)
+
+
+def _named(command: str, job: Job[A]) -> str:
+    return f"'{command}' of {job.item.task.output_dir}"
 
 
 def _drain(q: queue.SimpleQueue[T]) -> Iterator[T]:
@@ -130,11 +135,15 @@ class _Loop(Generic[A]):
         self.killing_since: float | None = None
         self.next_kill = 0.0
         self.known: dict[int, list[int]] = {}  # signalled pid -> its descendants then
+        # attempt id -> what names its command, and whether it still runs (for leftovers)
+        self.attempts: dict[int, tuple[str, bool]] = {}
+        self.leftovers = Leftovers(describe=self._describe, warn=recorder.warn, grace=options.grace)
 
     # ------------------------------------------------------------------ driver
     def run(self, items: Sequence[WorkItem]) -> None:
         self.queued = deque(Job(item) for item in items)
         error: BaseException | None = None
+        self.leftovers.start()
         try:
             with self._signal_wakeup():
                 try:
@@ -181,7 +190,7 @@ class _Loop(Generic[A]):
             self._start(job)
 
     def _done(self) -> bool:
-        if self.active or self.in_flight:
+        if self.active or self.in_flight or self.leftovers.busy:
             return False
         if not self.stopping:
             return not self.queued or self.rec.stop.is_set()
@@ -290,6 +299,10 @@ class _Loop(Generic[A]):
                 return
             if adopted is not None:
                 job.adopted(adopted.process.pid, adopted.log_path, adopted.attempt_id)
+                self.attempts[adopted.attempt_id] = (
+                    f"'{adopted.command}' of {job.item.task.output_dir}",
+                    True,
+                )
                 live = Live(
                     job,
                     adopted.process.pid,
@@ -305,8 +318,9 @@ class _Loop(Generic[A]):
         # recorded (committed) before it runs: no command runs that the ledger does not know
         placement = Placement(resource=job.alloc.visible, gpus=job.alloc.gpus)
         attempt = self.rec.command_started(job.item, command, placement, log)
+        self.attempts[attempt] = (_named(command.name, job), True)
         try:
-            proc = self.spawner.spawn(command.text, log, job.env)
+            proc = self.spawner.spawn(command.text, log, {**job.env, ATTEMPT_ENV: str(attempt)})
         except OSError as exc:  # this command cannot start; the others go on
             write_reason(log, spawn_error(exc, command.text))
             job.spawn_failed(attempt, log)
@@ -332,7 +346,7 @@ class _Loop(Generic[A]):
 
     def _wait(self) -> None:
         """Sleep until a child exits, a helper or a signal wakes us, or a poll interval passes."""
-        if self.stopping:
+        if self.stopping or self.leftovers.busy:
             timeout = STOP_POLL_S
         elif self.asking or any(live.pidfd is None for live in self.running.values()):
             timeout = SHORT_POLL_S
@@ -345,9 +359,15 @@ class _Loop(Generic[A]):
             else:
                 ended.append(key.data)
         ended.extend(live for live in self.running.values() if live.pidfd is None)
+        reaped = False
         for live in ended:
             if self._reap(live):
                 self.ended.append(live.job)
+                reaped = True
+        if reaped:  # what the ended commands left running is stopped
+            self.leftovers.check(self.running.keys())
+        if self.leftovers.busy:
+            self.leftovers.tick(kill_now=self.killing_since is not None)
 
     def _reap(self, live: Live[A]) -> bool:
         """Whether ``live`` exited; if so, reaped (its pid may be reused from now on, so it
@@ -355,6 +375,8 @@ class _Loop(Generic[A]):
         gone, code = live.ended()
         if not gone:
             return False
+        if live.job.attempt is not None and live.job.attempt in self.attempts:
+            self.attempts[live.job.attempt] = (self.attempts[live.job.attempt][0], False)
         del self.running[live.pid]
         self._close_pidfd(live)
         live.job.exited(code)
@@ -407,6 +429,11 @@ class _Loop(Generic[A]):
             self.next_kill = now + STOP_POLL_S
             self._kill_all()
 
+    def _describe(self, attempt: int) -> str | None:
+        """What names an attempt's command; None while it runs."""
+        what, running = self.attempts.get(attempt, (f"a command (attempt {attempt})", False))
+        return None if running else what
+
     def _kill_all(self) -> None:
         for pid in self.running:
             procs.signal_tree(pid, pid, signal.SIGKILL, self.known.get(pid, ()))
@@ -434,6 +461,8 @@ class _Loop(Generic[A]):
                 except Exception:  # best effort: the run is already failing
                     pass
         finally:
+            kids = [p for pids in self.known.values() for p in pids]
+            self.leftovers.close(self.running.keys(), kids)
             for t in self.helpers:  # they see recorder.stop within the allocator's poll interval
                 t.join()
             for _, alloc, _ in _drain(self.handoff):  # allocations handed back after the loop ended
