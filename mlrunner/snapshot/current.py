@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mlrunner.errors import SnapshotError
 from mlrunner.snapshot.capture import (
     Clock,
     Limits,
@@ -75,8 +76,14 @@ class CodeDiff:
 
 def tree_diff(root: str | os.PathLike[str], a: str, b: str, *, patch: bool = False) -> CodeDiff:
     """What changed from tree (or commit) ``a`` to ``b`` in the repository at ``root``.
-    Raises GitFailed (an object is missing, not a repository) or OSError."""
-    where = os.fspath(root)
+    Raises SnapshotError (an object is missing, not a repository) or OSError."""
+    try:
+        return _tree_diff(os.fspath(root), a, b, patch)
+    except GitFailed as exc:
+        raise SnapshotError(f"cannot compare the code snapshots in {os.fspath(root)}: {exc}") from None
+
+
+def _tree_diff(where: str, a: str, b: str, patch: bool) -> CodeDiff:
     common = ("--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
     out = run_git(where, "diff", "--name-status", "-z", *common, a, b, "--")
     parts = out.split(b"\0")
