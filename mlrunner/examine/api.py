@@ -186,7 +186,7 @@ class Results:
         output, dir_name = diffing.resolve(self.output, name)
         path = os.path.join(output, dir_name)
         param = expdir.read_param(path) or {}
-        scripts = param.get(diffing.SCRIPTS)
+        scripts = param.get(diffing.SCRIPTS)  # the lines as run: GPUs and log included
         try:
             env = envinfo.read_env(path)
         except MlrunnerError as exc:

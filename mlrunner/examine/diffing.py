@@ -4,12 +4,15 @@
 "code": {"files": [{"path", "status"}], "patch": str | None}, "env": {"packages": {name:
 [a, b]}, key: [a, b]}, "metrics": {name: [a, b]}}``; a section is there only when
 something in it differs (``experiments`` always). A value missing on one side is None.
+A command is compared as rendered for the experiment, without its GPUs and its log file.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +22,32 @@ from mlrunner.errors import MlrunnerError, UsageError, did_you_mean
 from mlrunner.examine.dirs import list_dirs
 
 SCRIPTS = "_scripts"
+_QUOTED = r"""(?:'[^']*'(?:"'"'[^']*')*|[^\s']+)"""  # one word as shlex.quote() writes it
+_LINE = re.compile(rf"^CUDA_VISIBLE_DEVICES={_QUOTED} (?P<command>.*) > {_QUOTED} 2>&1$", re.DOTALL)
+
+
+def command_of(line: Any) -> Any:
+    """The command a ``_scripts`` line runs, without the GPUs and the log it went to (which
+    differ between any two experiments); the line itself when it has another shape."""
+    if not isinstance(line, str):
+        return line
+    m = _LINE.match(line)
+    if m is None:
+        return line
+    command = m.group("command")
+    if command.startswith("bash -c "):
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            return command
+        if len(words) == 3:
+            return words[2]
+    return command
+
+
+def commands_of(param: Mapping[Any, Any]) -> dict[Any, Any]:
+    scripts = param.get(SCRIPTS)
+    return {k: command_of(v) for k, v in scripts.items()} if isinstance(scripts, dict) else {}
 
 
 def resolve(output: str | os.PathLike[str], name: str) -> tuple[str, str]:
@@ -110,8 +139,7 @@ def diff_dirs(
     params = _differ(pa, pb, _keys(pa, pb))
     if params:
         out["params"] = params
-    sa, sb = pa.get(SCRIPTS), pb.get(SCRIPTS)
-    sa, sb = sa if isinstance(sa, dict) else {}, sb if isinstance(sb, dict) else {}
+    sa, sb = commands_of(pa), commands_of(pb)
     commands = _differ(sa, sb, _keys(sa, sb, reserved=True))
     if commands:
         out["commands"] = commands

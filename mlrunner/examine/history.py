@@ -102,7 +102,7 @@ def aggregate(df: pd.DataFrame, groups: Sequence[int], group_params: Sequence[di
     stats = frame.groupby(["_group", "metric", "step"], observed=True, sort=True)["value"].agg(
         ["mean", "std", "count"]
     )
-    stats = stats.reset_index()
+    stats = stats[stats["count"] > 0].reset_index()  # a step where every value was NaN: no point
     n = stats["count"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         sem = stats["std"].to_numpy() / np.sqrt(n)
