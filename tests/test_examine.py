@@ -879,7 +879,7 @@ def test_cli_table_and_regex_options(tmp_path: Path) -> None:
     assert df.attrs["errors"] == ["Norm_new-Moment_0.1: add_regex('bleu'): no log.test.* file"]
     rows = records(df)
     assert rows[4]["bleu"] is None and rows[0]["bleu"] == 15.0 and rows[0]["_status"] is None
-    assert parse_regex_options(["a=x"], []) == [("a", "x", "test")]
+    assert parse_regex_options(["a=x"], []) == [("a", "x", None)]  # every log
     assert parse_regex_options(["a=x", "b=y"], ["train"]) == [("a", "x", "train"), ("b", "y", "train")]
     with pytest.raises(UsageError, match="not NAME=PATTERN"):
         parse_regex_options(["bleu"], [])
