@@ -252,6 +252,8 @@ def test_env_fingerprint_with_fake_gpus_and_failures(tmp_path: Path, monkeypatch
     env = envinfo.fingerprint(tmp_path)
     assert env["gpus"] == ["NVIDIA Fake A100", "NVIDIA Fake H100"] and env["driver"] == "550.54.15"
     assert env["executable"] and env["packages"]["numpy"] == np.__version__ and "errors" not in env
+    real = "NVIDIA H200, 580.159.04\n"  # what a real nvidia-smi on an H200 machine answered
+    assert envinfo.probe.parse_nvidia(real) == (["NVIDIA H200"], "580.159.04")
     monkeypatch.setenv("FAKE_NVIDIA_SMI_FAIL", "9")
     broken = envinfo.fingerprint(tmp_path)
     assert broken["gpus"] == [] and "nvidia-smi failed (exit 9)" in broken["errors"][0]
