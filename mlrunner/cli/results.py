@@ -71,7 +71,7 @@ def table_command(
 ) -> None:
     """The Examiner's table of every experiment under OUTPUT, in the terminal."""
     terminal = sys.stdout.isatty() and not csv and not as_json
-    show_name = terminal if name is None else name
+    show_name = (terminal and not agg) if name is None else name  # --agg --name: each group's members
     try:
         from mlrunner.cli import tableview
         from mlrunner.examine import (
