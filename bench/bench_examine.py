@@ -17,12 +17,24 @@ in the same run, measures ``exam()`` + ``table()`` for:
 
 The target is cold-with-workers <= 5 s for 10k dirs on a 2-core machine.
 
+Results v2 (issue 16), in the same run:
+
+- histories: H experiment dirs (default 1,000) of a ``param`` and a ``metrics.jsonl`` of P
+  points (default 500; 3 metrics a line), examined cold (serial and with workers) and
+  cached, and ``history()`` (the tidy DataFrame of every point), against the baseline: a
+  plain loop reading the same files (``yaml.CSafeLoader`` for the param, ``json.loads``
+  per line into one list per key);
+- ``exam()`` + ``table(agg="seed")`` over the N dirs above with ``add_regex``, cold with
+  workers: the Examiner target (<= 5 s for 10k dirs) holds with aggregation.
+
     python bench/bench_examine.py [--quick] [--dirs N] [--workers W] [--repeat R]
+                                  [--history-dirs H] [--points P]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
@@ -150,6 +162,99 @@ def ours(output: Path, workers: int, kind: str, cold: bool) -> float:
     return time.perf_counter() - t
 
 
+def generate_histories(output: Path, n: int, points: int) -> None:
+    past = time.time() - 3600
+    for i in range(n):
+        params = {"lr": [0.1, 0.01, 0.001, 0.0001][i % 4], "seed": i // 4, "data": "cifar10"}
+        name = f"Lr_{params['lr']:g}-Seed_{params['seed']}"
+        exp = output / name
+        exp.mkdir(parents=True)
+        with open(exp / "param", "w") as f:
+            yaml.dump(dict(params, _name=name, _time=RUN_TIME, _output=str(exp)), stream=f, width=1000000)
+        lines = [
+            f'{{"step": {s}, "loss": {1 / (s + 1 + i % 7):.6f}, "val_loss": {1.5 / (s + 2):.6f}, '
+            f'"acc": {s / points:.6f}}}\n'
+            for s in range(points)
+        ]
+        (exp / "metrics.jsonl").write_text("".join(lines))
+        for path in (exp / "param", exp / "metrics.jsonl"):
+            os.utime(path, (past, past))
+
+
+def plain_loop(output: Path) -> float:
+    """The baseline: the same files read with a plain loop, every point kept."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    t = time.perf_counter()
+    found = {}
+    for name in sorted(os.listdir(output)):
+        if name.startswith("."):
+            continue
+        with open(output / name / "param") as f:
+            params = yaml.load(f, Loader=loader)
+        columns: dict[str, list[float]] = {}
+        with open(output / name / "metrics.jsonl") as f:
+            for line in f:
+                for key, value in json.loads(line).items():
+                    columns.setdefault(key, []).append(value)
+        found[name] = (params, columns)
+    return time.perf_counter() - t
+
+
+def ours_histories(output: Path, workers: int, cold: bool) -> tuple[float, float]:
+    """exam() + table(summary) seconds, and history() seconds (the tidy frame)."""
+    if cold:
+        shutil.rmtree(output / ".mlrunner", ignore_errors=True)
+    t = time.perf_counter()
+    e = Examiner()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExamineWarning)
+        e.exam(str(output), workers=workers)
+    e.table(summary={"val_loss": "min", "acc": "at-min:val_loss"})
+    took = time.perf_counter() - t
+    t = time.perf_counter()
+    df = e.history()
+    assert len(df) == 3 * sum(len(h["loss"][0]) for h in e.histories.values())
+    return took, time.perf_counter() - t
+
+
+def ours_agg(output: Path, workers: int) -> float:
+    shutil.rmtree(output / ".mlrunner", ignore_errors=True)
+    t = time.perf_counter()
+    e = Examiner()
+    e.add_regex("acc", PATTERN, log="train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExamineWarning)
+        e.exam(str(output), workers=workers)
+    df = e.table(agg="seed")
+    assert 0 < len(df) <= len(e.experiments)
+    return time.perf_counter() - t
+
+
+def history_rows(tmp: Path, n: int, points: int, w: int, repeat: int) -> list[tuple[str, list[float] | str]]:
+    output = tmp / "histories"
+    t = time.perf_counter()
+    generate_histories(output, n, points)
+    print(f"{n} history dirs x {points} points generated in {time.perf_counter() - t:.1f} s")
+    base: list[float] = []
+    cold: dict[int, list[float]] = {-1: [], w: []}
+    cached: list[float] = []
+    frame: list[float] = []
+    for _ in range(repeat):  # interleaved: the machine's noise hits all alike
+        base.append(plain_loop(output))
+        for workers in (-1, w):
+            cold[workers].append(ours_histories(output, workers, cold=True)[0])
+        took, build = ours_histories(output, w, cold=False)
+        cached.append(took)
+        frame.append(build)
+    return [
+        (f"histories {n}x{points}: plain loop (baseline)", base),
+        (f"histories {n}x{points}: ours, serial, cold", cold[-1]),
+        (f"histories {n}x{points}: ours, workers={w}, cold", cold[w]),
+        (f"histories {n}x{points}: ours, cached", cached),
+        (f"histories {n}x{points}: history() frame of every point", frame),
+    ]
+
+
 def finish_again(output: Path, names: list[str], k: int) -> None:
     """k runs finished again: their logs rewritten (and so recent: never cached)."""
     for name in names[:k]:
@@ -169,6 +274,8 @@ def main() -> None:
     ap.add_argument("--dirs", type=int, default=None)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--history-dirs", type=int, default=1000)
+    ap.add_argument("--points", type=int, default=500)
     args = ap.parse_args()
     n = args.dirs or (1000 if args.quick else 10000)
     w = args.workers
@@ -195,6 +302,9 @@ def main() -> None:
                 finish_again(output, names[r * (n // 100) :], n // 100)
                 again.append(ours(output, w, kind, cold=False))
             rows.append((f"ours, {kind}, 1% finished again, workers={w}", again))
+        agg = [ours_agg(output, w) for _ in range(args.repeat)]
+        rows.append((f"ours, add_regex + table(agg='seed'), workers={w}, cold", agg))
+        rows.extend(history_rows(tmp, args.history_dirs, args.points, w, args.repeat))
         n_heavy = sum(1 for name in names if re.search(HEAVY_DIRS, name))
         for workers in (-1, w):
             label = "serial" if workers < 0 else f"workers={w}"
@@ -216,6 +326,14 @@ def main() -> None:
         print(f"cached vs cold (user parser, workers={w}): {best / cached:.1f}x faster")
         heavy = [got[label] for label in got if label.startswith("ours, heavy parser")]
         print(f"workers={w} vs serial, heavy parser: {heavy[0] / heavy[1]:.2f}x faster")
+        agg_s = got[f"ours, add_regex + table(agg='seed'), workers={w}, cold"]
+        print(
+            f"target: {n} dirs, table(agg='seed'), workers={w}, cold: {agg_s:.2f} s (target <= 5 s for 10k)"
+        )
+        h = f"histories {args.history_dirs}x{args.points}"
+        base = got[f"{h}: plain loop (baseline)"]
+        for label in (f"ours, workers={w}, cold", "ours, serial, cold", "ours, cached"):
+            print(f"{h}, {label} vs plain loop: {got[f'{h}: {label}'] / base:.2f}x the time")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -47,7 +47,7 @@ from benchlib import (  # noqa: E402
     verdict,
 )
 
-HEAVY = ("pandas", "git", "submitit")
+HEAVY = ("pandas", "git", "submitit", "tensorboard")
 HELP_TARGET = 1.5
 LS_TARGET = 0.5
 N_RUNS = 10

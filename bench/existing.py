@@ -91,8 +91,8 @@ def _examine_time(label: str, text: str) -> tuple[float, float] | str:
 
 
 def examine(mode: str) -> list[Row]:
-    args = {"tiny": ["--dirs", "50", "--repeat", "1", "--workers", "2"],
-            "quick": ["--quick", "--repeat", "1"], "full": []}[mode]  # fmt: skip
+    tiny = ["--dirs", "50", "--repeat", "1", "--workers", "2", "--history-dirs", "20", "--points", "20"]
+    args = {"tiny": tiny, "quick": ["--quick", "--repeat", "1"], "full": []}[mode]
     text = stream("bench_examine.py", args)
     n = int(find(r"^(\d+) experiment dirs generated", text, "bench_examine.py").group(1))
     w = find(r"^ours, user parser, workers=(\d+), cold", text, "bench_examine.py").group(1)
@@ -120,6 +120,25 @@ def examine(mode: str) -> list[Row]:
         Row(f"examine {n} dirs, cached s (vs ours cold)", f"{cached[0]:.3f} (min {cached[1]:.3f})",
             f"{cold[0]:.3f} (min {cold[1]:.3f})", ratio(cached[0], cold[0]))
     )  # fmt: skip
+    agg = _examine_time(f"ours, add_regex + table(agg='seed'), workers={w}, cold", text)
+    assert isinstance(agg, tuple)
+    rows.append(Row(f"examine + table(agg=seed) {n} dirs, workers={w}, cold s",
+                    f"{agg[0]:.3f} (min {agg[1]:.3f})", target=goal,
+                    verdict=verdict(agg[0] <= EXAMINE_TARGET_S) if full else "-"))  # fmt: skip
+    size = find(r"^histories (\d+x\d+): plain loop", text, "bench_examine.py").group(1)
+    base = _examine_time(f"histories {size}: plain loop (baseline)", text)
+    assert isinstance(base, tuple)
+    for label in (f"ours, workers={w}, cold", "ours, serial, cold", "ours, cached"):
+        got = _examine_time(f"histories {size}: {label}", text)
+        assert isinstance(got, tuple)
+        rows.append(Row(f"examine histories {size}, {label.removeprefix('ours, ')} s (vs plain loop)",
+                        f"{got[0]:.3f} (min {got[1]:.3f})", f"{base[0]:.3f} (min {base[1]:.3f})",
+                        ratio(got[0], base[0])))  # fmt: skip
+    frame = _examine_time(f"histories {size}: history() frame of every point", text)
+    assert isinstance(frame, tuple)
+    rows.append(
+        Row(f"examine histories {size}, history() DataFrame s", f"{frame[0]:.3f} (min {frame[1]:.3f})")
+    )
     return rows
 
 

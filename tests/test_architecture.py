@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "status", "events", "procs"),  # leaves: may import each other, acyclically
     ("spec",),
     ("plan",),
-    ("ledger", "snapshot", "expdir", "resources"),  # storage and files, side by side
+    ("ledger", "snapshot", "expdir", "resources", "envinfo"),  # storage and files, side by side
     ("backends",),
     ("examine",),
     ("run",),

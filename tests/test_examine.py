@@ -436,7 +436,8 @@ def test_missing_logs_and_raising_parser_give_one_line_each(tmp_path: Path) -> N
     assert "add_regex('bleu_re'): pattern 'BLEU4 = ([\\\\d.]+)' matched nothing" in errors[0]
     assert errors[1].startswith("Norm_new-Moment_0.1: parser add_bleu raised TypeError")
     assert "[no log.test.* in this dir]" in errors[1]
-    assert "add_regex('bleu_re'): no log.test.* file" in errors[1]
+    # without log=, add_regex reads every command's latest log: here the two that are left
+    assert "matched nothing in log.avg.20220316.030151, log.train.20220316.030151" in errors[1]
 
 
 def test_parser_that_handles_a_missing_log_still_reports_it(tmp_path: Path) -> None:
@@ -627,13 +628,13 @@ def test_cache_false_runs_user_parsers_every_time_but_caches_builtins(
     output = readme_output(tmp_path)
     age(output)
     regex_calls: list[str] = []
-    original = RegexParser.parse
+    original = RegexParser.parse_all
 
     def counting_parse(self: RegexParser, exp_dir: str, names: tuple[str, ...]):
         regex_calls.append(exp_dir)
         return original(self, exp_dir, names)
 
-    monkeypatch.setattr(RegexParser, "parse", counting_parse)
+    monkeypatch.setattr(RegexParser, "parse_all", counting_parse)
     calls = Calls(tmp_path / "calls")
     tables = []
     for _ in range(2):
@@ -731,7 +732,7 @@ def test_metrics_json_and_jsonl(tmp_path: Path) -> None:
     assert df["step"].tolist()[:2] == [2, 1]
     assert df.loc[0, "val.loss"] == 1.25
     assert examiner.errors == [
-        "c: metrics.json: expected a JSON object, got a list; metrics.jsonl: the last line is not valid "
+        "c: metrics.json: expected a JSON object, got a list; metrics.jsonl: line 2 is not valid "
         "JSON (Expecting value: line 1 column 1 (char 0)); write one object per line"
     ]
     plain = Examiner(metrics_files=False)
@@ -787,7 +788,7 @@ def test_ledger_join_after_a_sweep_with_a_failure_and_a_resume(tmp_path: Path) -
     df = examiner.table(ledger=True)
     assert_frame_equal(df[list(plain.columns)], plain)
     ledger_columns = ["_status", "_git_commit", "_git_dirty", "_run_id", "_started_at", "_duration_s",
-                      "_resource", "_attempts", "_code_changed", "_failure"]  # fmt: skip
+                      "_resource", "_attempts", "_code_changed", "_failure", "_env"]  # fmt: skip
     assert list(df.columns) == list(plain.columns) + ledger_columns
     assert df["_status"].tolist()[:3] == ["finished", "failed", "finished"]
     assert df["_failure"].tolist()[:3] == [None, "oom", None]
@@ -878,7 +879,7 @@ def test_cli_table_and_regex_options(tmp_path: Path) -> None:
     assert df.attrs["errors"] == ["Norm_new-Moment_0.1: add_regex('bleu'): no log.test.* file"]
     rows = records(df)
     assert rows[4]["bleu"] is None and rows[0]["bleu"] == 15.0 and rows[0]["_status"] is None
-    assert parse_regex_options(["a=x"], []) == [("a", "x", "test")]
+    assert parse_regex_options(["a=x"], []) == [("a", "x", None)]  # every log
     assert parse_regex_options(["a=x", "b=y"], ["train"]) == [("a", "x", "train"), ("b", "y", "train")]
     with pytest.raises(UsageError, match="not NAME=PATTERN"):
         parse_regex_options(["bleu"], [])

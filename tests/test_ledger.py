@@ -415,7 +415,7 @@ def test_experiment_summary(tmp_path: Path) -> None:
         attempts = {a["id"]: a for a in ledger.attempts_for("a")}
     assert set(summary) == {os.path.realpath(out / n) for n in "abc"}
     keys = {"status", "run_id", "git_commit", "git_dirty", "started_at", "duration_s", "resource", "attempts"}
-    keys |= {"code_changed", "failure_class"}
+    keys |= {"code_changed", "failure_class", "env"}
     assert all(set(v) == keys for v in summary.values())
     a = summary[os.path.realpath(out / "a")]
     latest = [attempts[i] for i in sorted(attempts)[1:]]
@@ -434,6 +434,7 @@ def test_experiment_summary(tmp_path: Path) -> None:
     assert c == {
         "status": "pending", "run_id": first, "git_commit": "c1", "git_dirty": False, "started_at": None,
         "duration_s": None, "resource": None, "attempts": 0, "code_changed": False, "failure_class": None,
+        "env": None,
     }  # fmt: skip
 
 

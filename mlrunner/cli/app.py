@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mlrunner.cli import results
 from mlrunner.errors import MlrunnerError, UsageError
 
 if TYPE_CHECKING:
@@ -404,65 +405,8 @@ def restore_command(
             typer.echo(f"  # {name}\n  {line}")
 
 
-@app.command("table")
-def table_command(
-    output: OutputOpt = "output",
-    regex: Annotated[
-        list[str] | None,
-        typer.Option("--regex", help="NAME=PATTERN: a metric from the last match of group 1."),
-    ] = None,
-    log: Annotated[
-        list[str] | None, typer.Option("--log", help="The command whose latest log each --regex reads.")
-    ] = None,
-    ledger: Annotated[
-        bool, typer.Option("--ledger", help="Join status, commit, duration from the ledger.")
-    ] = False,
-    csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """The Examiner's table of every experiment under OUTPUT, in the terminal."""
-    try:
-        from mlrunner.examine import cli_table, parse_regex_options, records
-
-        df = cli_table(output, parse_regex_options(regex or [], log or []), ledger)
-    except MlrunnerError as exc:
-        _fail(exc)
-        return
-    for problem in df.attrs.get("errors", []):
-        typer.echo(f"WARNING: {problem}", err=True)
-    if csv:
-        typer.echo(df.to_csv(index=False), nl=False)
-    elif as_json:
-        typer.echo(json.dumps(records(df), indent=2, default=str))
-    elif not sys.stdout.isatty():  # piped: aligned plain text, every column, nothing wrapped
-        typer.echo(df.to_string(index=False, float_format=_fmt) if len(df) else "(no experiments)")
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"Experiments under {output}")
-        for col in df.columns:
-            table.add_column(str(col), overflow="fold")
-        for row in df.itertuples(index=False):
-            table.add_row(*[_cell(v) for v in row])
-        Console().print(table)
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.6g}"
-
-
-def _cell(v: Any) -> str:
-    try:
-        if v != v:  # NaN, None-like
-            return ""
-    except (TypeError, ValueError):
-        pass
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return _fmt(v)
-    return str(v)
+app.command("table")(results.table_command)
+app.command("diff")(results.diff_command)
 
 
 def main() -> None:

@@ -21,16 +21,19 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
-from mlrunner.examine import ledger_join, table
+from mlrunner.examine import table, tabulate
 from mlrunner.examine.cache import CacheStore
 from mlrunner.examine.dirs import Caches, Experiment, Parser, compile_regex, list_dirs
 from mlrunner.examine.identity import parser_token
 from mlrunner.examine.parsers import RegexParser
 from mlrunner.examine.pipeline import Pipeline, Step, apply_delta, user_label
 from mlrunner.examine.pool import MIN_PARALLEL, can_fork, examine_parallel, examine_serial
+from mlrunner.examine.series import Histories
 
 log = logging.getLogger("mlrunner.examine")
 
@@ -60,7 +63,12 @@ class Examiner:
     already in ``caches`` stay in the worker.
 
     Not experiments: dot-dirs (``<output>/.mlrunner``) and dirs without a ``param`` file.
-    ``metrics_files=False``: do not turn ``metrics.json`` / ``metrics.jsonl`` into columns.
+    ``metrics_files=False``: do not turn ``metrics.json``, ``metrics.jsonl`` and TensorBoard
+    event files into columns and histories.
+
+    Histories (``metrics.jsonl``, TensorBoard scalars, ``add_regex(..., history=True)``):
+    :meth:`history` as a tidy DataFrame, :attr:`histories` as arrays; ``table(summary=...)``
+    summarises them.
     """
 
     def __init__(self, *, cache: bool = True, metrics_files: bool = True) -> None:
@@ -73,6 +81,7 @@ class Examiner:
         self._problems: dict[str, list[str]] = {}
         self._stores: dict[tuple[str, str], CacheStore] = {}
         self._regex_names: list[str] = []
+        self._histories: dict[str, Histories] = {}
 
     # -- parsers -------------------------------------------------------------------------
 
@@ -96,10 +105,13 @@ class Examiner:
         token = parser_token(func) if cache and self.cache else None
         self._steps.append(Step(func, token, user_label(func)))
 
-    def add_regex(self, name: str, pattern: str, log: str = "test") -> None:
-        """``metric[name]``: the last match of ``pattern``'s group 1 in the latest
-        ``log.<log>.*``, a float when it parses, e.g. ``add_regex("bleu", r"BLEU4 = ([\\d.]+)")``."""
-        self._add_regex_parser(RegexParser(name, pattern, log))
+    def add_regex(self, name: str, pattern: str, log: str | None = None, history: bool = False) -> None:
+        """``metric[name]``: the last match of ``pattern``'s group 1 (or group ``value``) in
+        the latest ``log.<log>.*``, a float when it parses, e.g.
+        ``add_regex("bleu", r"BLEU4 = ([\\d.]+)", log="test")``. Without ``log``: the latest
+        log of every command, in time order. ``history``: every match is a point of the
+        metric's history, in order (its step: group ``step``, else the match's number)."""
+        self._add_regex_parser(RegexParser(name, pattern, log, history))
 
     def _add_regex_parser(self, parser: RegexParser) -> None:
         self._steps.append(Step(parser, parser.token, parser.label))
@@ -148,11 +160,12 @@ class Examiner:
                     log.info("no 'param' in %s: not an experiment, skipped", path)
                 self._forget(name)
                 continue
-            param, metric, cache, delta = outcome.state
+            param, metric, cache, delta, hist = outcome.state
             if delta:
                 apply_delta(self.caches, delta)
             self.experiments.pop(name, None)  # re-examined: its row moves to this exam's order
             self.experiments[name] = Experiment(cache=cache, metric=metric, param=param)
+            self._histories[name] = hist
             self._dirs[name] = (output, path)
         store.save()
         if problems:
@@ -168,6 +181,7 @@ class Examiner:
     def _forget(self, name: str) -> None:
         self.experiments.pop(name, None)
         self._dirs.pop(name, None)
+        self._histories.pop(name, None)
 
     def _store(self, output: str, key: str) -> CacheStore:
         ident = (os.path.realpath(output), key)
@@ -181,25 +195,62 @@ class Examiner:
         names = list(self.experiments) + [n for n in self._problems if n not in self.experiments]
         return [f"{n}: {'; '.join(self._problems[n])}" for n in names if n in self._problems]
 
-    # -- the table -----------------------------------------------------------------------
+    # -- the table and the histories --------------------------------------------------
+
+    @property
+    def histories(self) -> dict[str, Histories]:
+        """Dir name -> metric -> ``(steps, values)`` (float64 arrays, in the order written)."""
+        return {n: self._histories.get(n, {}) for n in self.experiments}
+
+    def dir_of(self, name: str) -> str:
+        """The path of examined experiment ``name``."""
+        return self._dirs[name][1]
+
+    def _found(self) -> tabulate.Found:
+        names = list(self.experiments)
+        return tabulate.Found(
+            names=names,
+            experiments=list(self.experiments.values()),
+            histories=[self._histories.get(n, {}) for n in names],
+            dirs=[self._dirs[n][1] for n in names],
+            outputs=[self._dirs[n][0] for n in names],
+            regex_names=list(self._regex_names),
+        )
 
     def table(self, concise: bool = True, print_tsv: bool = False, *, ledger: bool = False,
-              name: bool = False) -> pd.DataFrame:  # fmt: skip
+              name: bool = False, summary: Mapping[Any, str] | None = None,
+              agg: str | Sequence[Any] | None = None, stale: bool = False) -> pd.DataFrame:  # fmt: skip
         """DataFrame of param columns (concise: only those that vary), then metric columns.
 
         ``print_tsv``: also print it tab-separated to stdout (0.5.9). ``ledger``: append the
-        ledger columns (``_status``, ``_git_commit``, ... see :mod:`.ledger_join`).
+        ledger columns (``_status``, ``_git_commit``, ``_env``... see :mod:`.ledger_join`).
         ``name``: put each experiment's dir name first, as column ``_name``.
+
+        ``summary``: metric -> ``last`` (the default, 0.5.9's), ``first``, ``min``, ``max``,
+        ``mean`` of its history, or ``at-min:OTHER`` / ``at-max:OTHER`` (its value at the
+        step where OTHER was lowest / highest); adds ``_steps`` (points of the longest
+        history). ``agg``: a param name (or several): one row per group of experiments that
+        differ only in those, ``<metric>_mean`` / ``_std`` / ``_sem``, ``n``, ``_n_failed``,
+        ``_n_missing`` (``name``: the members' dir names as ``_members``; no ledger columns).
+        ``stale``: ``_stale`` (the code snapshot differs from the working state now) and
+        ``_env_changed`` (env.json differs from the environment now).
         """
-        experiments = list(self.experiments.values())
-        columns, rows = table.build(experiments, concise, self._regex_names)
         if print_tsv:
+            columns, rows = table.build(list(self.experiments.values()), concise, self._regex_names)
             table.print_tsv(columns, rows)
-        df: pd.DataFrame = pd.DataFrame(rows, columns=columns)  # the stubs give Self -> Any here
-        if name:
-            df.insert(0, "_name", pd.Series(list(self.experiments), dtype=object))
-        if ledger:
-            dirs = [self._dirs[n][1] for n in self.experiments]
-            outputs = [self._dirs[n][0] for n in self.experiments]
-            df = ledger_join.join(df, dirs, outputs)
-        return df
+        return tabulate.build(
+            self._found(), concise=concise, ledger=ledger, name=name, summary_spec=summary, agg=agg,
+            stale_columns=stale,
+        )  # fmt: skip
+
+    def history(self, metrics: str | Sequence[str] | None = None, *,
+                agg: str | Sequence[Any] | None = None) -> pd.DataFrame:  # fmt: skip
+        """The histories as a tidy DataFrame, one row per point: ``_name``, the params that
+        vary, ``step``, ``metric``, ``value`` (``metrics``: only these).
+
+        ``agg``: a param name (or several), as in :meth:`table`: one row per group, metric
+        and step: ``_group``, the params that vary (less ``agg``), ``step``, ``metric``,
+        ``mean``, ``std``, ``sem``, ``n``: curves with bands. A param named like one of
+        these columns is ``param.<name>``.
+        """
+        return tabulate.history(self._found(), metrics, agg)

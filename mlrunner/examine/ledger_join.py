@@ -26,6 +26,7 @@ COLUMNS: tuple[tuple[str, str, str | None], ...] = (
     ("_attempts", "attempts", "Int64"),
     ("_code_changed", "code_changed", "boolean"),
     ("_failure", "failure_class", None),
+    ("_env", "env", None),
 )
 
 
@@ -59,4 +60,21 @@ def join(df: pd.DataFrame, exp_dirs: Sequence[str], outputs: Sequence[str]) -> p
         if key == "started_at":
             values = [_local_time(v) for v in values]
         out[column] = pd.Series(values, index=out.index, dtype=dtype if dtype else object)
+    return out
+
+
+def failed_flags(exp_dirs: Sequence[str], outputs: Sequence[str]) -> list[bool]:
+    """Whether each experiment failed: its task status in the ledger, else (a dir the ledger
+    does not know, 0.5.9's) a ``failed`` command in its ``stat`` file."""
+    from mlrunner.expdir import read_stat
+    from mlrunner.status import TaskStatus
+
+    known = summaries(outputs)
+    out = []
+    for d in exp_dirs:
+        row = known.get(os.path.realpath(d))
+        if row is not None:
+            out.append(row.get("status") == TaskStatus.FAILED)
+        else:
+            out.append(any(word == TaskStatus.FAILED for word in read_stat(d).values()))
     return out

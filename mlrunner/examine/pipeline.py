@@ -19,12 +19,15 @@ from typing import Any
 
 from mlrunner import expdir
 from mlrunner.examine import dirs
+from mlrunner.examine.cache import DirScan
 from mlrunner.examine.dirs import Caches, Delta, Experiment, Metrics, Params, Parser
-from mlrunner.examine.parsers import METRICS_TOKEN, RegexParser, parse_metrics_files
+from mlrunner.examine.parsers import RegexParser, metrics_token, parse_metrics_files
+from mlrunner.examine.series import Histories, JsonlState
 
-STATE_VERSION = 1
-# the cached state after the prefix: param (None: unreadable), metric, cache, delta, problems
-State = tuple[Params | None, Metrics, Caches, Delta, list[str]]
+STATE_VERSION = 2
+# the cached state after the prefix: param (None: unreadable), metric, cache, delta, problems,
+# histories, and where metrics.jsonl was read up to (None: not read)
+State = tuple[Params | None, Metrics, Caches, Delta, list[str], Histories, JsonlState | None]
 _LIBRARY_DIRS = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
 
 
@@ -49,7 +52,7 @@ class Outcome:
     """What examining one dir produced; ``state`` None: no ``param``, not an experiment."""
 
     name: str
-    state: tuple[Params, Metrics, Caches, Delta] | None  # param, metric, cache, delta (apply_delta)
+    state: tuple[Params, Metrics, Caches, Delta, Histories] | None  # param, metric, cache, delta, histories
     problems: list[str] = field(default_factory=list)
     payloads: dict[str, bytes] = field(default_factory=dict)  # what to cache
 
@@ -89,7 +92,7 @@ class Pipeline:
         self.metrics_files = metrics_files
         self.k = next((i for i, s in enumerate(steps) if s.token is None), len(steps))
         prefix = [s.token for s in steps[: self.k]]
-        self.prefix_token = _digest("prefix", STATE_VERSION, metrics_files, METRICS_TOKEN, prefix)
+        self.prefix_token = _digest("prefix", STATE_VERSION, metrics_files, metrics_token(), prefix)
         self.key = _digest("pipeline", self.prefix_token, [s.token for s in steps[self.k :]])[:24]
 
     @property
@@ -122,16 +125,25 @@ class Pipeline:
         return None
 
     def run_one(
-        self, name: str, exp_dir: str, names: tuple[str, ...], cached: dict[str, bytes], caches: Caches
+        self,
+        name: str,
+        exp_dir: str,
+        scan: DirScan,
+        cached: dict[str, bytes],
+        caches: Caches,
+        previous: dict[str, bytes] | None = None,
     ) -> Outcome:
-        """Examine one dir; ``cached``: its payloads from the cache (listing unchanged)."""
+        """Examine one dir; ``cached``: its payloads from the cache (listing unchanged);
+        ``previous``: the payloads of its last examination, whatever its listing was then
+        (a growing metrics.jsonl is read on from there)."""
         out = Outcome(name, None)
+        names = scan.names
         if expdir.PARAM_FILE not in names:
             return out
         blob = cached.get(self.prefix_token)
         state: State | None
         if blob is None:
-            state = self._run_prefix(exp_dir, names, caches, out)
+            state = self._run_prefix(exp_dir, scan, caches, out, _jsonl_state(previous, self.prefix_token))
             if state is None:
                 return out
         else:
@@ -139,31 +151,39 @@ class Pipeline:
             assert state is not None
             out.problems.extend(state[4])
             out.payloads[self.prefix_token] = blob
-        param, metric, cache, delta, _ = state
+        param, metric, cache, delta, _, hist, _ = state
         if param is None:  # an unreadable param file, unchanged since
             return out
         if blob is not None and delta:
             apply_delta(caches, delta)
         if self.k < len(self.steps):
-            self._run_tail(Experiment(cache, metric, param), exp_dir, names, cached, caches, delta, out)
-        out.state = (param, metric, cache, delta)
+            hist = dict(hist)
+            exp = Experiment(cache, metric, param)
+            self._run_tail(exp, exp_dir, names, cached, caches, delta, out, hist)
+        out.state = (param, metric, cache, delta, hist)
         return out
 
-    def _run_prefix(self, exp_dir: str, names: tuple[str, ...], caches: Caches, out: Outcome) -> State | None:
+    def _run_prefix(
+        self, exp_dir: str, scan: DirScan, caches: Caches, out: Outcome, previous: JsonlState | None
+    ) -> State | None:
         """Read ``param`` and the metrics files, run the steps before k; cache the state."""
+        names = scan.names
         unread: list[str] = []
         param = expdir.read_param(exp_dir, unread)
         if param is None:
             if unread:
                 out.problems.extend(unread)
-                out.payloads[self.prefix_token] = pickle.dumps((None, {}, {}, {}, unread))
+                out.payloads[self.prefix_token] = pickle.dumps((None, {}, {}, {}, unread, {}, None))
             return None
         metric: Metrics = {}
         cache: Caches = {}
         delta: Delta = {}
+        hist: Histories = {}
+        jsonl = None
         if self.metrics_files:
-            updates, problem = parse_metrics_files(exp_dir, names)
+            updates, problem, series, jsonl = parse_metrics_files(exp_dir, names, scan.events, previous)
             metric.update(updates)
+            hist.update(series)
             if problem:
                 out.problems.append(problem)
         clean = True
@@ -171,14 +191,15 @@ class Pipeline:
         path = Path(exp_dir)
         for step in self.steps[: self.k]:
             if isinstance(step.parser, RegexParser):
-                updates, problem = step.parser.parse(exp_dir, names)
+                updates, problem, series = step.parser.parse_all(exp_dir, names)
                 metric.update(updates)
+                hist.update(series)
             else:
                 problem = self.run_user(step, path, names, exp, caches, delta)
                 clean = clean and problem is None  # a user parser that raised: run it again next time
             if problem:
                 out.problems.append(problem)
-        state: State = (param, metric, cache, delta, list(out.problems))
+        state: State = (param, metric, cache, delta, list(out.problems), hist, jsonl)
         if clean:
             blob = _dumps(state)
             if blob is not None:
@@ -194,21 +215,36 @@ class Pipeline:
         caches: Caches,
         delta: Delta,
         out: Outcome,
+        hist: Histories,
     ) -> None:
         """The steps from k on: built-ins from their own cache entries, user parsers live."""
         path = Path(exp_dir)
         for step in self.steps[self.k :]:
             parser, token = step.parser, step.token
+            series: Histories = {}
             if isinstance(parser, RegexParser) and token is not None:
                 blob = cached.get(token)
                 if blob is not None:
-                    updates, problem = pickle.loads(blob)
+                    updates, problem, series = pickle.loads(blob)
                 else:
-                    updates, problem = parser.parse(exp_dir, names)
-                    blob = pickle.dumps((updates, problem))
+                    updates, problem, series = parser.parse_all(exp_dir, names)
+                    blob = pickle.dumps((updates, problem, series), protocol=pickle.HIGHEST_PROTOCOL)
                 out.payloads[token] = blob
             else:
                 updates, problem = {}, self.run_user(step, path, names, exp, caches, delta)
             exp.metric.update(updates)
+            hist.update(series)
             if problem:
                 out.problems.append(problem)
+
+
+def _jsonl_state(previous: dict[str, bytes] | None, token: str) -> JsonlState | None:
+    """Where metrics.jsonl was read up to, from the dir's previous cached state."""
+    blob = (previous or {}).get(token)
+    if blob is None:
+        return None
+    try:
+        state = pickle.loads(blob)
+        return state[6] if isinstance(state, tuple) and len(state) == 7 else None
+    except Exception:  # only a head start: read from the beginning
+        return None

@@ -36,7 +36,7 @@ _JOBS: tuple[Pipeline, CacheStore, list[Item], int, Caches] | None = None
 def _lookup(
     pipeline: Pipeline, store: CacheStore, item: Item, now: int
 ) -> tuple[DirScan, dict[str, bytes], bool] | None:
-    scan = scan_dir(item[1], now)
+    scan = scan_dir(item[1], now, events=pipeline.metrics_files)
     if scan is None:
         return None  # removed meanwhile
     cached = store.get(item[0], scan)
@@ -51,7 +51,13 @@ def examine_serial(
         found = _lookup(pipeline, store, (name, path), now)
         if found is not None:
             scan, cached, hit = found
-            yield name, path, scan, pipeline.run_one(name, path, scan.names, cached, {} if hit else caches)
+            previous = None if hit else store.previous(name)
+            yield (
+                name,
+                path,
+                scan,
+                pipeline.run_one(name, path, scan, cached, {} if hit else caches, previous),
+            )
 
 
 def _run_chunk(bounds: tuple[int, int]) -> list[tuple[DirScan, bytes | None, bytes | None] | None]:
@@ -67,7 +73,7 @@ def _run_chunk(bounds: tuple[int, int]) -> list[tuple[DirScan, bytes | None, byt
         if hit:
             results.append((scan, cached[pipeline.prefix_token], None))
             continue
-        outcome = pipeline.run_one(name, path, scan.names, cached, caches)
+        outcome = pipeline.run_one(name, path, scan, cached, caches, store.previous(name))
         blob = outcome.payloads.get(pipeline.prefix_token)
         if pipeline.fully_cached and blob is not None:  # the payload holds the whole outcome
             results.append((scan, blob, None))
@@ -122,9 +128,9 @@ def _decode(
 ) -> Outcome:
     scan, hit_blob, outcome_blob = result
     if hit_blob is not None:  # decoding a cache payload runs no parser
-        return pipeline.run_one(name, path, scan.names, {pipeline.prefix_token: hit_blob}, {})
+        return pipeline.run_one(name, path, scan, {pipeline.prefix_token: hit_blob}, {})
     if outcome_blob is not None:
         outcome: Outcome = pickle.loads(outcome_blob)
         return outcome
     # the outcome could not be pickled: parse it here, on a copy of the caches
-    return pipeline.run_one(name, path, scan.names, store.get(name, scan), scratch)
+    return pipeline.run_one(name, path, scan, store.get(name, scan), scratch, store.previous(name))

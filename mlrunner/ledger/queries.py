@@ -61,7 +61,7 @@ class ExperimentRows:
     # task key -> command -> its latest attempt (_LATEST_COLUMNS, resource); status derived
     latest: dict[str, dict[str, dict[str, Any]]]
     code_changed: set[str]  # keys of tasks with an attempt on other code than its run's snapshot
-    runs: dict[int, tuple[str | None, bool | None]]  # run id -> (git_commit, git_dirty)
+    runs: dict[int, tuple[str | None, bool | None, str | None]]  # run id -> (git_commit, git_dirty, env_hash)
 
 
 class QueriesPart(LedgerPart):
@@ -151,8 +151,12 @@ class QueriesPart(LedgerPart):
                 )
             }
             runs = {
-                r["id"]: (r["git_commit"], None if r["git_dirty"] is None else bool(r["git_dirty"]))
-                for r in conn.execute("SELECT id, git_commit, git_dirty FROM runs")
+                r["id"]: (
+                    r["git_commit"],
+                    None if r["git_dirty"] is None else bool(r["git_dirty"]),
+                    r["env_hash"],
+                )  # fmt: skip
+                for r in conn.execute("SELECT id, git_commit, git_dirty, env_hash FROM runs")
             }
         alive = Liveness()
         latest: dict[str, dict[str, dict[str, Any]]] = {}

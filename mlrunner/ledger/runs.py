@@ -41,8 +41,10 @@ class RunsPart(LedgerPart):
         options: Mapping[str, Any],
         snapshot: Mapping[str, Any] | None,
         backend: str = "local",
+        env_hash: str | None = None,
     ) -> int:
-        """Record a new run as 'running' by this process; returns its id."""
+        """Record a new run as 'running' by this process; returns its id. ``env_hash``: of
+        the run's environment fingerprint (:mod:`mlrunner.envinfo`)."""
         me = self._me()
         import hashlib  # only when a run starts: `ledger ls` never needs it
 
@@ -51,13 +53,13 @@ class RunsPart(LedgerPart):
             RunStatus.RUNNING.value, dumps(list(argv)), os.fspath(cwd),
             None if params_path is None else os.fspath(params_path), params_text, digest,
             dumps(dict(options)), backend, me.host, me.boot_id, me.pid, me.start, time.time(),
-            *snapshot_columns(snapshot),
+            *snapshot_columns(snapshot), env_hash,
         )  # fmt: skip
         with self.db.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO runs (status, argv, cwd, params_path, params_text, params_sha256, options, "
                 "backend, host, boot_id, pid, proc_start, started_at, snapshot, git_commit, git_dirty, "
-                "snapshot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "snapshot_id, env_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return int(cur.lastrowid or 0)

@@ -164,11 +164,17 @@ def _m0004_failure_class_oom_split(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m0006_run_env(conn: sqlite3.Connection) -> None:
+    """The run's environment fingerprint (``env.json``): its sha256, None before."""
+    conn.execute("ALTER TABLE runs ADD COLUMN env_hash TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_attempt_failure_details", _m0002_failure_details),
     Migration("0003_task_progress", _m0003_task_progress),
     Migration("0004_failure_class_oom_split", _m0004_failure_class_oom_split),
+    Migration("0006_run_env", _m0006_run_env),
 )
 
 

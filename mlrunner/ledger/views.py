@@ -42,6 +42,7 @@ def _run_row(run: dict[str, Any]) -> dict[str, Any]:
         "git_commit": run["git_commit"],
         "git_dirty": run["git_dirty"],
         "snapshot_id": run["snapshot_id"],
+        "env_hash": run.get("env_hash"),
         "n_tasks": run["n_tasks"],
         "n_finished": run["n_finished"],
         "n_failed": run["n_failed"],
@@ -158,8 +159,8 @@ def experiment_summary(ledger: Ledger) -> dict[str, dict[str, Any]]:
     latest attempts' end - start, None if none ended), resource (of the latest
     attempt), attempts (total), code_changed (an attempt ran other code than its run's
     snapshot), failure_class (of the latest failed attempt among the latest attempt of
-    each command, else None). When several tasks share an output dir, the one
-    registered by the most recent run wins.
+    each command, else None), env (that run's environment hash, or None). When several
+    tasks share an output dir, the one registered by the most recent run wins.
     """
     rows = ledger.experiment_rows()
     out: dict[str, dict[str, Any]] = {}
@@ -170,7 +171,7 @@ def experiment_summary(ledger: Ledger) -> dict[str, dict[str, Any]]:
         current = [attempts[c] for c in commands if c in attempts]
         ended = [a["ended_at"] - a["started_at"] for a in current if a["ended_at"] is not None]
         failed = [a for a in current if a["status"] in FAILED_STATUSES]
-        git_commit, git_dirty = rows.runs.get(task["run_id"], (None, None))
+        git_commit, git_dirty, env = rows.runs.get(task["run_id"], (None, None, None))
         last = max(current, key=lambda a: a["id"], default=None)  # the task's latest attempt
         order = (task["run_id"] or 0, 0 if last is None else last["id"])
         if task["output_real"] in rank and rank[task["output_real"]] > order:
@@ -187,5 +188,6 @@ def experiment_summary(ledger: Ledger) -> dict[str, dict[str, Any]]:
             "attempts": task["n_attempts"],
             "code_changed": task["key"] in rows.code_changed,
             "failure_class": max(failed, key=lambda a: a["id"])["failure_class"] if failed else None,
+            "env": env,
         }
     return out

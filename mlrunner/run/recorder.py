@@ -44,8 +44,10 @@ class RunRecorder:
         snapshot: Snapshot | None,
         snapshot_id: str | None,
         grace: float = 10.0,
+        env_file: str | None = None,
     ) -> None:
         self.grace = grace
+        self.env_file = env_file  # the run's env.json, hard-linked into each experiment dir
         self.ledger = ledger
         self.run_id = run_id
         self.emit = emit
@@ -151,6 +153,10 @@ class RunRecorder:
             else:
                 gitsnap.write_snapshot(self.snapshot, out)
                 self._snapshot_checked = True
+        if self.env_file is not None:
+            from mlrunner.envinfo import link_env
+
+            link_env(self.env_file, out)
         return True
 
     def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:

@@ -58,11 +58,14 @@ class _Resumed:
 
 @dataclass(frozen=True)
 class _Code:
-    """The run's git snapshot, as stored, and where commands run under ``--isolate``."""
+    """The run's git snapshot, as stored, and where commands run under ``--isolate``; the
+    run's environment fingerprint: its ``env.json`` (linked into each experiment dir), hash."""
 
     snapshot: Snapshot
     stored: dict[str, Any]
     isolate_dir: str | None
+    env_file: str | None = None
+    env_hash: str | None = None
 
 
 class Runner:
@@ -208,7 +211,9 @@ class Runner:
 
     def _snapshot(self, req: RunRequest, spec: Spec, resumed: _Resumed | None, now: str) -> _Code:
         """Step 4: the output root with the params file's copy; the run's git snapshot
-        (once; a resume compares it with the stored one); the ``--isolate`` worktree."""
+        (once; a resume compares it with the stored one) and environment fingerprint
+        (probed meanwhile, written once as the run's env.json); the ``--isolate`` worktree."""
+        from mlrunner import envinfo
         from mlrunner import snapshot as gitsnap
 
         out = Path(req.output)
@@ -224,10 +229,11 @@ class Runner:
 
         hidden = Path(req.output, ".mlrunner")
         stored = (resumed.row if resumed else {}).get("snapshot") or None
+        work = hidden / "snapshots" / f"{now}-{os.getpid()}"
+        probe = envinfo.EnvProbe(req.cwd)  # its child processes run while git works
         if resumed is not None and req.isolate and stored:
             snap = gitsnap.Snapshot.from_dict(stored)
         else:
-            work = hidden / "snapshots" / f"{now}-{os.getpid()}"
             snap, warnings = gitsnap.take_snapshot(req.cwd, work_dir=work, exclude=[req.output])
             for w in warnings:
                 self.emit(WarningMessage(w))
@@ -251,7 +257,21 @@ class Runner:
             run_key = (snap.snapshot_id or "head")[:12]
             root = gitsnap.materialize(snap, hidden / "worktrees" / run_key)
             isolate_dir = os.path.normpath(os.path.join(root, snap.subdir or "."))
-        return _Code(snap, snap.to_dict(), isolate_dir)
+        env = probe.result()
+        env_hash = envinfo.env_hash(env)
+        stored_env = (resumed.row if resumed else {}).get("env_hash")
+        if stored_env and stored_env != env_hash:
+            self.emit(
+                WarningMessage(
+                    f"the environment changed since this run started: env {stored_env[:10]}, now "
+                    f"{env_hash[:10]} (`mlrunner diff` shows what); new experiment dirs record the "
+                    "new env.json"
+                )
+            )
+        for problem in env.get("errors", ()):
+            self.emit(WarningMessage(f"environment fingerprint: {problem}"))
+        env_file = envinfo.write_env(env, work)
+        return _Code(snap, snap.to_dict(), isolate_dir, env_file, env_hash)
 
     @contextmanager
     def _ledger(self, req: RunRequest, resumed: _Resumed | None) -> Iterator[Ledger]:
@@ -292,6 +312,7 @@ class Runner:
                 options=req.options(),
                 snapshot=code.stored,
                 backend=req.backend,
+                env_hash=code.env_hash,
             )
         summary.run_id = run_id
         ledger.register_tasks(
@@ -386,6 +407,7 @@ class Runner:
             snapshot=code.snapshot,
             snapshot_id=code.stored.get("snapshot_id"),
             grace=req.grace,
+            env_file=code.env_file,
         )
         options = RunOptions(
             output=req.output,

@@ -158,25 +158,31 @@ def _parse_status(out: bytes, prefixes: list[bytes]) -> _Status:
     return st
 
 
-def capture(
+@dataclass(frozen=True)
+class WorkingTree:
+    """The working state written as a tree object (nothing else recorded)."""
+
+    tree: str
+    status: _Status
+    excluded: dict[bytes, tuple[int, str]]
+    embedded: list[bytes]
+    in_head: set[bytes]
+
+
+def write_working_tree(
     root: str,
     *,
     commit: str | None,
-    branch: str | None,
     index_path: str,
-    work_dir: Path,
     limits: Limits,
     prefixes: list[bytes],
     warnings: list[str],
     clock: Clock,
-) -> Capture:
-    """Capture the working tree of ``root`` on top of ``commit``; write ``work_dir/git.patch``.
-
-    ``index_path`` is the user's index (copied, never written); ``prefixes`` come from
-    :func:`exclude_prefixes`. Raises GitFailed or OSError; appends user warnings.
-    """
-    version = git_version()
-    work_dir.mkdir(parents=True, exist_ok=True)
+) -> WorkingTree:
+    """The tree of ``root``'s working state (tracked, staged, unstaged, untracked), through a
+    copy of the user's index (``index_path``, never written). Writes the changed files'
+    blobs and the trees into the object database (as ``git add`` would), no commit, no ref.
+    Raises GitFailed or OSError; appends user warnings."""
     with tempfile.TemporaryDirectory(prefix="mlrunner-index-") as tmp:
         temp_index = os.path.join(tmp, "index")
         if os.path.exists(index_path):
@@ -223,6 +229,33 @@ def capture(
         else:  # clean: the tree is HEAD's, no need to read and rewrite a large index
             tree = run_git(root, "rev-parse", commit + "^{tree}").decode().strip()
         clock.lap("write_tree")
+    return WorkingTree(tree, st, excluded, embedded, in_head)
+
+
+def capture(
+    root: str,
+    *,
+    commit: str | None,
+    branch: str | None,
+    index_path: str,
+    work_dir: Path,
+    limits: Limits,
+    prefixes: list[bytes],
+    warnings: list[str],
+    clock: Clock,
+) -> Capture:
+    """Capture the working tree of ``root`` on top of ``commit``; write ``work_dir/git.patch``.
+
+    ``index_path`` is the user's index (copied, never written); ``prefixes`` come from
+    :func:`exclude_prefixes`. Raises GitFailed or OSError; appends user warnings.
+    """
+    version = git_version()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    got = write_working_tree(
+        root, commit=commit, index_path=index_path, limits=limits, prefixes=prefixes, warnings=warnings,
+        clock=clock,
+    )  # fmt: skip
+    tree, st, excluded, embedded = got.tree, got.status, got.excluded, got.embedded
     message = (
         f"mlrunner snapshot of {branch or 'detached HEAD'} at {commit or '(no commit yet)'}\n\n"
         f"Working state of {root} (staged, unstaged and untracked files), taken by mlrunner\n"
@@ -231,7 +264,7 @@ def capture(
     snapshot_id = commit_tree(root, tree, commit, message)
     clock.lap("commit")
     patch = work_dir / PATCH_NAME
-    write_patch(root, commit or empty_tree or "", tree, patch)
+    write_patch(root, commit or empty_tree_id(root), tree, patch)
     clock.lap("diff")
     submodules = _submodules(root, tree, st.submodule_flags, embedded, warnings)
     clock.lap("submodules")
@@ -240,7 +273,7 @@ def capture(
         snapshot_id=snapshot_id,
         dirty=st.dirty,
         changes=st.counts,
-        excluded=_describe_excluded(root, excluded, in_head, limits, warnings),
+        excluded=describe_excluded(root, excluded, got.in_head, limits, warnings),
         submodules=submodules,
         patch_path=str(patch.resolve()),
         git_version=version,
@@ -322,7 +355,7 @@ def _reset_excluded(
     return set(lines)
 
 
-def _describe_excluded(
+def describe_excluded(
     root: str,
     excluded: Mapping[bytes, tuple[int, str]],
     in_head: set[bytes],
