@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import Project
+from helpers import Project, run_argv
 
 from mlrunner import procs
 
@@ -117,3 +118,45 @@ def test_the_runners_own_children_are_left_alone(project: Project) -> None:
     res = project.run(check=0)
     assert "left process" not in res.stderr
     assert res.stdout.count("START") == 4
+
+
+# --- 1. one output root, however it is spelled ---------------------------------------------
+
+SHARED = """
+template:
+  a: "echo {x} >> {_output}/../../done.a; sleep 0.3"
+  b: "echo {x} >> {_output}/../../done.b"
+resource: [0, 1]
+---
+x: [1, 2, 3, 4, 5, 6]
+"""
+
+
+def done_counts(project: Project, cmd: str) -> dict[str, int]:
+    f = project.path / f"done.{cmd}"
+    words = f.read_text().split() if f.exists() else []
+    return {w: words.count(w) for w in words}
+
+
+def test_runners_on_one_output_spelled_differently_share_the_work(project: Project, tmp_path: Path) -> None:
+    project.write(SHARED)
+    link = tmp_path / "a link to output"
+    elsewhere = tmp_path / "another cwd"
+    elsewhere.mkdir()
+    (project.path / "output").mkdir()
+    link.symlink_to(project.path / "output")
+    spellings = ["output", "./output", str(project.path / "output"), str(link)]
+    procs_ = [project.popen("-o", s) for s in spellings]
+    other = subprocess.Popen(
+        run_argv("-y", str(project.path / "params.yaml"), "-o", str(project.path / "output")),
+        cwd=elsewhere,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for p in [*procs_, other]:
+        out, err = p.communicate(timeout=120)
+        assert "Traceback" not in err, err
+    for cmd in ("a", "b"):
+        assert done_counts(project, cmd) == {str(x): 1 for x in range(1, 7)}, cmd

@@ -123,7 +123,13 @@ def plan(
                 )
             by_params[params_json] = by_name[name] = len(protos)
             protos.append([name, base, params_json, gp, combo, list(cmds)])
-    return _build(protos, ctx, output if no_subdir else None, prefix, time, warnings)
+    # A task's identity names its dir by the output root's real name, not by how this
+    # command line spells the root: `-o output`, `-o ./output`, its absolute path, a symlink
+    # to it or a runner in another cwd key the same tasks (and "output/X_1" stays the key
+    # a plain `-o output` always gave).
+    root = os.path.basename(os.path.realpath(output)) or output
+    key_dirs = (root, os.path.join(root, ""))
+    return _build(protos, ctx, output if no_subdir else None, prefix, time, warnings, key_dirs)
 
 
 def _build(
@@ -133,12 +139,14 @@ def _build(
     prefix: str,
     time: str,
     warnings: list[str],
+    key_dirs: tuple[str, str],
 ) -> Plan:
     # per (grid, command list): commands JSON, (name, format, sources) to render, uses reserved?
     groups: dict[tuple[int, tuple[str, ...]], tuple[str, list[tuple[str, str, Any]], bool]] = {}
     orphans: dict[str, None] = {}
     quoted_time = shlex.quote(time)
-    shared_json = None if shared_dir is None else json_str(shared_dir)
+    key_shared, key_prefix = key_dirs
+    shared_json = None if shared_dir is None else json_str(key_shared)
     tasks = []
     n_commands = 0
     for index, (name, _, params_json, gp, combo, cmd_list) in enumerate(protos):
@@ -165,7 +173,7 @@ def _build(
             for c, fmt, sources in renders
         )
         n_commands += len(commands)
-        key_text = f"[{params_json},{cj},{shared_json or json_str(output_dir)}]"
+        key_text = f"[{params_json},{cj},{shared_json or json_str(key_prefix + name)}]"
         tasks.append(
             Task(
                 index=index,
