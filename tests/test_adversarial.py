@@ -6,7 +6,9 @@ before the fix."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -160,3 +162,42 @@ def test_runners_on_one_output_spelled_differently_share_the_work(project: Proje
         assert "Traceback" not in err, err
     for cmd in ("a", "b"):
         assert done_counts(project, cmd) == {str(x): 1 for x in range(1, 7)}, cmd
+
+
+# --- 3. a reused pid is never signalled -----------------------------------------------------
+
+
+@pytest.mark.parametrize("recorded_start", ["none", "wrong"])
+def test_a_reused_pid_of_a_dead_runners_command_is_never_signalled(
+    project: Project, recorded_start: str
+) -> None:
+    project.write(
+        """
+        template:
+          a: "echo {x} >> {_output}/../../started; [ -e {_output}/../../quick ] || sleep 300"
+        ---
+        x: [1]
+        """
+    )
+    proc = project.popen()
+    wait_for(lambda: (project.path / "started").exists(), "started")
+    for p in [proc.pid, *procs.descendants(proc.pid)]:  # runner and command die together
+        os.kill(p, signal.SIGKILL)
+    proc.communicate()
+    innocent = subprocess.Popen(["sleep", "60"])  # an unrelated process now holds "its" pid
+    try:
+        con = sqlite3.connect(project.path / "output" / ".mlrunner" / "ledger.db")
+        start = None if recorded_start == "none" else procs.proc_start_time(innocent.pid) - 7  # type: ignore[operator]
+        con.execute(
+            "UPDATE attempts SET pid = ?, pgid = ?, proc_start = ?", (innocent.pid, innocent.pid, start)
+        )
+        con.commit()
+        con.close()
+        (project.path / "quick").write_text("")
+        res = project.run("--resume", check=0, timeout=60)
+        assert innocent.poll() is None, "the innocent process was signalled"
+        assert "WAIT" not in res.stdout  # not mistaken for the command, not waited for
+        assert (project.path / "started").read_text().split() == ["1", "1"]  # it ran again
+    finally:
+        innocent.kill()
+        innocent.wait()

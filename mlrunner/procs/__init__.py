@@ -9,6 +9,7 @@ from mlrunner.procs.identity import (
     ProcessId,
     boot_clock_ns,
     boot_id,
+    descendant_ids,
     descendants,
     hostname,
     is_alive,
@@ -27,7 +28,7 @@ from mlrunner.procs.spawn import (
     spawn,
     wait_gone,
 )
-from mlrunner.procs.tree import signal_tree, terminate_tree
+from mlrunner.procs.tree import kill_proven, signal_tree, terminate_tree
 
 __all__ = [
     "EXIT_SUFFIX",
@@ -35,12 +36,14 @@ __all__ = [
     "ProcessId",
     "boot_clock_ns",
     "boot_id",
+    "descendant_ids",
     "descendants",
     "exit_path",
     "find_shepherd",
     "hostname",
     "is_alive",
     "is_shepherd",
+    "kill_proven",
     "proc_ppid",
     "proc_start_time",
     "read_exit",

@@ -113,19 +113,29 @@ def is_alive(host: str | None, boot: str | None, pid: int | None, start: int | N
     return ProcessId(host or hostname(), boot or boot_id(), int(pid), start).alive()
 
 
-def descendants(pid: int) -> list[int]:
-    """All live descendants of ``pid`` (children, grandchildren, ...), by walking /proc."""
-    children: dict[int, list[int]] = {}
+def descendant_ids(pid: int) -> list[tuple[int, int]]:
+    """All live descendants of ``pid`` (children, grandchildren, ...) as (pid, start time),
+    by walking /proc: what proves each one's identity when it is signalled later."""
+    children: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        ppid = proc_ppid(int(entry))
-        if ppid is not None:
-            children.setdefault(ppid, []).append(int(entry))
-    out: list[int] = []
+        data = _read_proc_stat(int(entry))
+        if not data:
+            continue
+        rest = data[data.rindex(b")") + 2 :].split()
+        if rest[0] == b"Z":
+            continue
+        children.setdefault(int(rest[1]), []).append((int(entry), int(rest[19])))
+    out: list[tuple[int, int]] = []
     todo = [pid]
     while todo:
         for child in children.get(todo.pop(), ()):
             out.append(child)
-            todo.append(child)
+            todo.append(child[0])
     return out
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids of :func:`descendant_ids`."""
+    return [p for p, _ in descendant_ids(pid)]

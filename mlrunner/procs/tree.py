@@ -7,83 +7,55 @@ import signal
 import time
 from collections.abc import Iterable
 
-from mlrunner.procs.identity import descendants, proc_start_time
+from mlrunner.procs.identity import descendant_ids, proc_start_time
 
 
-def signal_tree(pid: int, pgid: int | None, sig: int, extra: Iterable[int] = ()) -> None:
-    """Send ``sig`` to a process group and every known descendant; ignore the dead."""
-    targets = set(extra)
-    targets.update(descendants(pid))
+def kill_proven(pid: int, start: int, sig: int) -> None:
+    """Send ``sig`` to ``pid`` only while it is the process that started at ``start``: a
+    pid reused by another process is never signalled."""
+    if proc_start_time(pid) == start:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def signal_tree(pid: int, pgid: int | None, sig: int, extra: Iterable[tuple[int, int]] = ()) -> None:
+    """Send ``sig`` to ``pid`` (a process whose identity the caller has: its own child, not
+    reaped yet), its process group, its descendants now and those known before (``extra``:
+    (pid, start time) pairs, each signalled only while it is still that process)."""
     if pgid is not None:
         try:
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-    for p in [pid, *targets]:
-        try:
-            os.kill(p, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for p, start in {*extra, *descendant_ids(pid)}:
+        kill_proven(p, start, sig)
 
 
 def terminate_tree(pid: int, pgid: int | None, start: int | None = None, grace: float = 10.0) -> None:
     """SIGTERM a command's group and descendants, wait ``grace`` seconds, then SIGKILL.
 
-    When ``start`` is given, ``pid`` is only signalled while it is still that process.
-    Descendants are collected before the first signal, so grandchildren that get
-    re-parented once their parent dies are still reached.
+    Only what is proven is signalled: ``pid`` while it is the process started at ``start``
+    (None: the caller's own child, not reaped yet), its group only while it leads it, its
+    descendants (collected before the first signal, so grandchildren re-parented once their
+    parent dies are still reached) each while it is the process seen then.
     """
-    if start is not None and proc_start_time(pid) != start:
-        pid_alive = False
-    else:
-        pid_alive = proc_start_time(pid) is not None
-    known = descendants(pid) if pid_alive else []
-    if pid_alive:
-        signal_tree(pid, pgid, signal.SIGTERM, known)
-    elif pgid is not None:
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+    now = proc_start_time(pid)
+    if now is None or (start is not None and now != start):
+        return  # gone, or its pid is another process's now: nothing of it is proven
+    known = descendant_ids(pid)
+    signal_tree(pid, pgid, signal.SIGTERM, known)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _any_alive([pid, *known] if pid_alive else known) and not _group_alive(pgid):
+        if proc_start_time(pid) != now and not any(proc_start_time(p) == s for p, s in known):
             return
         time.sleep(0.05)
-    if pid_alive:
+    if proc_start_time(pid) == now:
         signal_tree(pid, pgid, signal.SIGKILL, known)
-    elif pgid is not None:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for p in known:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _any_alive(pids: Iterable[int]) -> bool:
-    return any(proc_start_time(p) is not None for p in pids)
-
-
-def _group_alive(pgid: int | None) -> bool:
-    if pgid is None:
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # killpg(0) succeeds while zombies remain in the group: check for a non-zombie member.
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            rest = data[data.rindex(b")") + 2 :].split()
-            if int(rest[2]) == pgid and rest[0] != b"Z":
-                return True
-    return False
+    for p, s in known:
+        kill_proven(p, s, signal.SIGKILL)

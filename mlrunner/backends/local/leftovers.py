@@ -88,7 +88,7 @@ class Leftovers:
     grace: float
     subreaper: bool = False
     pending: dict[int, float] = field(default_factory=dict)  # pid -> when SIGKILL is due
-    known: dict[int, list[int]] = field(default_factory=dict)  # pid -> its descendants at SIGTERM
+    known: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # pid -> descendants at TERM
 
     def start(self) -> None:
         self.subreaper = set_subreaper(True)
@@ -111,7 +111,7 @@ class Leftovers:
                 f"{what} left process {pid} ({_name(pid)}) running after it ended: stopping it "
                 f"(SIGTERM, SIGKILL after {self.grace:g} s)"
             )
-            self.known[pid] = procs.descendants(pid)
+            self.known[pid] = procs.descendant_ids(pid)
             procs.signal_tree(pid, None, signal.SIGTERM, self.known[pid])
             self.pending[pid] = time.monotonic() + self.grace
 
@@ -121,7 +121,7 @@ class Leftovers:
         now = time.monotonic()
         for pid, due in list(self.pending.items()):
             kids = self.known.get(pid, [])
-            if self._reap(pid) and all(self._reap(p) for p in kids):
+            if self._reap(pid) and all(self._reap(p) for p, _ in kids):
                 self.pending.pop(pid)
                 self.known.pop(pid, None)
             elif kill_now or now >= due:
@@ -137,7 +137,7 @@ class Leftovers:
             return
         for pid in children():
             if pid not in shepherds and attempt_of(pid) is not None and pid not in self.pending:
-                self.known[pid] = procs.descendants(pid)
+                self.known[pid] = procs.descendant_ids(pid)
                 self.pending[pid] = 0.0
         deadline = time.monotonic() + 5.0
         while self.pending and time.monotonic() < deadline:

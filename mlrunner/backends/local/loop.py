@@ -134,7 +134,7 @@ class _Loop(Generic[A]):
         self.deadline = 0.0
         self.killing_since: float | None = None
         self.next_kill = 0.0
-        self.known: dict[int, list[int]] = {}  # signalled pid -> its descendants then
+        self.known: dict[int, list[tuple[int, int]]] = {}  # signalled pid -> its descendants then
         # attempt id -> what names its command, and whether it still runs (for leftovers)
         self.attempts: dict[int, tuple[str, bool]] = {}
         self.leftovers = Leftovers(describe=self._describe, warn=recorder.warn, grace=options.grace)
@@ -194,7 +194,7 @@ class _Loop(Generic[A]):
             return False
         if not self.stopping:
             return not self.queued or self.rec.stop.is_set()
-        if any(procs.proc_start_time(p) is not None for kids in self.known.values() for p in kids):
+        if any(procs.proc_start_time(p) == s for kids in self.known.values() for p, s in kids):
             # descendants may outlive the command's bash: wait for them (SIGKILL after grace)
             return self.killing_since is not None and time.monotonic() - self.killing_since > KILL_PATIENCE_S
         return True
@@ -418,10 +418,10 @@ class _Loop(Generic[A]):
             if action is StopAction.DROP:
                 self._finish(job)  # nothing of it runs (or an exception left it half-way)
             elif action is StopAction.SIGNAL:
-                pid = job.pid
-                assert pid is not None
-                self.known[pid] = procs.descendants(pid)
-                procs.signal_tree(pid, pid, signal.SIGTERM, self.known[pid])
+                assert job.pid is not None
+                live = self.running[job.pid]
+                self.known[live.pid] = procs.descendant_ids(live.pid)
+                self._signal(live, signal.SIGTERM)
                 job.to(Phase.SIGNALLED)
         if self.killing_since is None and (self.rec.kill_now.is_set() or now >= self.deadline):
             self.killing_since = now
@@ -434,21 +434,27 @@ class _Loop(Generic[A]):
         what, running = self.attempts.get(attempt, (f"a command (attempt {attempt})", False))
         return None if running else what
 
+    def _signal(self, live: Live[A], sig: int) -> None:
+        """``sig`` to a command's tree: our own child (not reaped: its pid is ours), or an
+        adopted one only while it is the process with its recorded start time."""
+        if live.child is None and procs.proc_start_time(live.pid) != live.start:
+            for p, start in self.known.get(live.pid, ()):
+                procs.kill_proven(p, start, sig)
+            return
+        procs.signal_tree(live.pid, live.pid, sig, self.known.get(live.pid, ()))
+
     def _kill_all(self) -> None:
-        for pid in self.running:
-            procs.signal_tree(pid, pid, signal.SIGKILL, self.known.get(pid, ()))
+        for live in self.running.values():
+            self._signal(live, signal.SIGKILL)
         for kids in self.known.values():
-            for p in kids:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            for p, start in kids:
+                procs.kill_proven(p, start, signal.SIGKILL)
 
     def _last_resort(self) -> None:
         """After the loop (even one that failed): kill and reap what is left, give everything back."""
         try:
             for pid in self.running:
-                self.known.setdefault(pid, procs.descendants(pid))
+                self.known.setdefault(pid, procs.descendant_ids(pid))
             while self.running:
                 self._kill_all()
                 for live in list(self.running.values()):
@@ -461,7 +467,7 @@ class _Loop(Generic[A]):
                 except Exception:  # best effort: the run is already failing
                     pass
         finally:
-            kids = [p for pids in self.known.values() for p in pids]
+            kids = [p for pids in self.known.values() for p, _ in pids]
             self.leftovers.close(self.running.keys(), kids)
             for t in self.helpers:  # they see recorder.stop within the allocator's poll interval
                 t.join()

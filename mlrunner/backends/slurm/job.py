@@ -128,7 +128,7 @@ class _Stop:
         self.grace = grace
         self.since: float | None = None
         self.proc_pid: int | None = None
-        self.known: list[int] = []
+        self.known: list[tuple[int, int]] = []  # descendants seen, (pid, start time)
 
     def requested(self) -> bool:
         """A stop was asked for (the handler may set it at any moment)."""
@@ -143,7 +143,7 @@ class _Stop:
         pid = self.proc_pid
         if pid is None:
             return
-        self.known = sorted(set(self.known) | set(procs.descendants(pid)))
+        self.known = sorted(set(self.known) | set(procs.descendant_ids(pid)))
         procs.signal_tree(pid, pid, sig, self.known)
 
 
@@ -260,9 +260,10 @@ def _wait(proc: procs.Child, stop: _Stop) -> int:
             stop.signal_live(signal.SIGKILL)
             killed = True
     stop.proc_pid = None
-    if stop.since is not None:  # the command is gone; what it left in its group goes too
-        left = max(0.0, stop.grace - (time.monotonic() - stop.since))
-        procs.terminate_tree(proc.pid, proc.pid, grace=left)
-        for pid in stop.known:
-            procs.signal_tree(pid, None, signal.SIGKILL)
+    if stop.since is not None:  # the command is gone; what it left goes too (proven only)
+        deadline = stop.since + stop.grace
+        while time.monotonic() < deadline and any(procs.proc_start_time(p) == s for p, s in stop.known):
+            time.sleep(0.05)
+        for pid, start in stop.known:
+            procs.kill_proven(pid, start, signal.SIGKILL)
     return rc
