@@ -74,6 +74,7 @@ class Started(CommandEvent):
     resource: str
     job_id: str | None = None
     node: str | None = None
+    log: str | None = None  # where its output goes (a live display shows its last line)
 
 
 @dataclass(frozen=True)

@@ -201,3 +201,62 @@ def test_a_reused_pid_of_a_dead_runners_command_is_never_signalled(
     finally:
         innocent.kill()
         innocent.wait()
+
+
+# --- 4. a broken console or SIGHUP never stops the sweep ------------------------------------
+
+QUICK = """
+template:
+  a: "echo {x} >> {_output}/../../done.a"
+resource: [0, 1]
+---
+x: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+"""
+
+
+def statuses(project: Project) -> list[str]:
+    doc = json.loads(project.mlrunner("ledger", "show", "1", "--json", check=0).stdout)
+    return [c["status"] for t in doc["tasks"] for c in t["commands"]]
+
+
+def test_a_closed_stdout_never_stops_the_sweep(project: Project) -> None:
+    project.write(QUICK.replace('"echo {x}', '"sleep 0.1; echo {x}'))
+    r, w = os.pipe()
+    proc = subprocess.Popen(run_argv(), cwd=project.path, env=project.env, stdout=w, stderr=subprocess.PIPE)
+    os.close(w)
+    os.read(r, 10)  # like `| head -c 10`: read a little, then go away
+    os.close(r)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+    assert statuses(project) == ["finished"] * 10
+    log = (project.path / "output" / ".mlrunner" / "runs" / "1.log").read_text()
+    assert log.count("START") == 10 and "No task failed." in log  # the console, kept whole
+
+
+def test_sighup_is_ignored_and_the_sweep_goes_on(project: Project) -> None:
+    project.write(QUICK.replace('"echo {x}', '"sleep 0.3; echo {x}'))
+    proc = project.popen()
+    wait_for(lambda: (project.path / "done.a").exists(), "first command done")
+    proc.send_signal(signal.SIGHUP)  # a dropped ssh session
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert statuses(project) == ["finished"] * 10
+
+
+def test_sigint_while_stdout_is_a_full_pipe_never_deadlocks(project: Project) -> None:
+    values = ", ".join(str(i) for i in range(3000))
+    project.write(f'template:\n  a: "true {{x}}"\nresource: [0, 1]\n---\nx: [{values}]\n')
+    proc = subprocess.Popen(
+        run_argv(), cwd=project.path, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        log = project.path / "output" / ".mlrunner" / "runs" / "1.log"
+        wait_for(lambda: log.exists() and log.read_text().count("START") > 1500, "the pipe is full")
+        proc.send_signal(signal.SIGINT)  # nobody reads stdout: its pipe is full
+        proc.wait(timeout=60)  # a deadlocked runner never gets here
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 130
+    assert "Stopping" in log.read_text()

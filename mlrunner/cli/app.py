@@ -19,7 +19,9 @@ from mlrunner.cli import results
 from mlrunner.errors import MlrunnerError, UsageError
 
 if TYPE_CHECKING:
-    from mlrunner.cli.render import LiveRenderer, PlainRenderer
+    from mlrunner.cli.console import ConsoleLog, ConsoleStream
+    from mlrunner.cli.live import LiveRenderer
+    from mlrunner.cli.render import PlainRenderer
 
 HELP = "Run a LOT of machine-learning experiments on a pool of GPUs, and never lose track of one."
 
@@ -34,7 +36,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _fail(exc: MlrunnerError) -> None:
-    typer.echo(f"error: {exc}", err=True)
+    try:
+        typer.echo(f"error: {exc}", err=True)
+    except OSError:  # stderr is gone (a closed pipe, a dropped session): the exit status says it
+        pass
     raise typer.Exit(exc.exit_code)
 
 
@@ -154,7 +159,11 @@ def run_command(
             given=_given(ctx),
         )
         ask = _ask_detach if backend == "slurm" and not detach and sys.stdin.isatty() else None
-        renderer = _renderer(output, dry_run)
+        from mlrunner.cli.console import ConsoleLog, ConsoleStream
+
+        log = None if dry_run else ConsoleLog()
+        out, err = ConsoleStream(sys.stdout, log), ConsoleStream(sys.stderr, log)
+        renderer = _renderer(output, dry_run, out, err, log)
         # Start-up's objects (typer, click, yaml...) live as long as the process: keep the
         # garbage collector from scanning them again during a sweep of many short commands.
         gc.freeze()
@@ -162,10 +171,28 @@ def run_command(
             summary = Runner(req, renderer, ask_detach=ask).run()
         finally:
             renderer.close()
+            for stream in (out, err):
+                stream.close()
+            if log is not None:
+                log.close()
+            _quiet_broken(out, err)
     except MlrunnerError as exc:
         _fail(exc)
         return
     raise typer.Exit(summary.exit_code)
+
+
+def _quiet_broken(*streams: ConsoleStream) -> None:
+    """A console that broke during the run (``| head``, a dropped ssh session) stays quiet
+    until the end: its descriptor goes to /dev/null, so nothing fails at exit."""
+    for stream in streams:
+        if stream.broken:
+            try:
+                fd = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(fd, stream.fileno())
+                os.close(fd)
+            except (OSError, ValueError):
+                pass
 
 
 # run_command's parameters that are not named as the RunRequest fields they fill
@@ -193,12 +220,15 @@ def _ask_detach() -> bool:
     return not typer.confirm("\nCancel the submitted Slurm jobs?", default=True, err=True)
 
 
-def _renderer(output: str, dry_run: bool) -> LiveRenderer | PlainRenderer:
-    from mlrunner.cli.render import LiveRenderer, PlainRenderer
+def _renderer(
+    output: str, dry_run: bool, out: ConsoleStream, err: ConsoleStream, log: ConsoleLog | None
+) -> LiveRenderer | PlainRenderer:
+    from mlrunner.cli.live import LiveRenderer
+    from mlrunner.cli.render import PlainRenderer
 
-    if sys.stdout.isatty() and not dry_run and os.environ.get("MLRUNNER_PLAIN") != "1":
-        return LiveRenderer(output)
-    return PlainRenderer(output)
+    if out.isatty() and not dry_run and os.environ.get("MLRUNNER_PLAIN") != "1":
+        return LiveRenderer(output, out, err, log)
+    return PlainRenderer(output, out, err, log)
 
 
 app.command("run", help=run_command.__doc__)(run_command)

@@ -7,10 +7,8 @@ A TTY: a live rich display, one line per running command and an overall progress
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING
 
 from mlrunner.events import (
     CommandEvent,
@@ -28,6 +26,9 @@ from mlrunner.events import (
     WarningMessage,
 )
 from mlrunner.status import AttemptStatus, RunStatus
+
+if TYPE_CHECKING:
+    from mlrunner.cli.console import ConsoleLog, TextSink
 
 STOPPING = "Stopping: no new commands; running ones get SIGTERM (Ctrl-C again to kill at once)"
 
@@ -93,19 +94,28 @@ def _quote(text: str) -> str:
 
 
 class PlainRenderer:
-    """0.5.9-compatible lines; warnings go to stderr."""
+    """0.5.9-compatible lines; warnings go to stderr. ``log``: the run's console log, opened
+    once the run's id is known (see :mod:`mlrunner.cli.console`)."""
 
-    def __init__(self, output: str, out: TextIO | None = None, err: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        output: str,
+        out: TextSink | None = None,
+        err: TextSink | None = None,
+        log: ConsoleLog | None = None,
+    ) -> None:
         self.output = output
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
-        self._lock = threading.Lock()
+        self.out: TextSink = out or sys.stdout
+        self.err: TextSink = err or sys.stderr
+        self.log = log
 
     def __call__(self, event: Event) -> None:
         match event:
             case Orphans(params=params):
                 line = orphans_line(params)
-            case PlanReady(tasks=tasks, commands=commands):
+            case PlanReady(tasks=tasks, commands=commands, run_id=run_id):
+                if self.log is not None:
+                    self.log.open(self.output, run_id)
                 line = f"Tasks: {tasks}, Commands: {commands}"
             case Started():
                 line = f"START   {_where(event)}, {_info(event)}"
@@ -131,108 +141,12 @@ class PlainRenderer:
                 line = "\n".join(lines)
             case _:
                 return
-        with self._lock:
-            self.out.write(line + "\n")
-            self.out.flush()
+        self.out.write(line + "\n")
+        self.out.flush()
 
-    def _print(self, line: str, file: TextIO) -> None:
-        with self._lock:
-            print(line, file=file, flush=True)
+    def _print(self, line: str, file: TextSink) -> None:
+        file.write(line + "\n")
+        file.flush()
 
     def close(self) -> None:
         """Nothing to tear down (every line is flushed as it is written)."""
-
-
-class LiveRenderer:
-    """A rich live display: one line per running command, an overall bar with ETA."""
-
-    def __init__(self, output: str) -> None:
-        from rich.console import Console
-
-        self.output = output
-        self.console = Console()
-        self.err = Console(stderr=True)
-        self._lock = threading.Lock()
-        self.running: dict[tuple[str, str], tuple[Started, float]] = {}  # -> (start, t0)
-        self.total = 0
-        self.done = 0
-        self.failed = 0
-        self.skipped = 0
-        self.started_at = time.monotonic()
-        self._live: Any = None
-
-    def _table(self) -> Any:
-        from rich.table import Table
-
-        table = Table.grid(padding=(0, 2))
-        now = time.monotonic()
-        with self._lock:
-            rows = list(self.running.values())
-            done, failed, total, skipped = self.done, self.failed, self.total, self.skipped
-        for r, t0 in rows:
-            table.add_row(f"[cyan]{_where(r)}[/]", r.command, r.output_dir, f"{now - t0:6.0f}s")
-        finished = done + failed
-        work = max(total - skipped, 0)
-        elapsed = now - self.started_at
-        eta = "?"
-        if finished and work > finished:
-            eta = f"{elapsed / finished * (work - finished):.0f}s"
-        width = 30
-        frac = (finished / work) if work else 1.0
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        table.add_row(
-            f"[bold]{bar}[/]",
-            f"{done} done",
-            f"[red]{failed} failed[/] / {work} to run ({skipped} skipped)",
-            f"ETA {eta}",
-        )
-        return table
-
-    def __call__(self, event: Event) -> None:
-        from rich.live import Live
-        from rich.markup import escape
-
-        match event:
-            case PlanReady(tasks=tasks, commands=commands):
-                with self._lock:
-                    self.total = commands
-                self.console.print(f"Tasks: {tasks}, Commands: {commands}")
-                if self._live is None:
-                    self._live = Live(get_renderable=self._table, console=self.console, refresh_per_second=4)
-                    self._live.start()
-            case Orphans(params=params):
-                self.console.print(escape(orphans_line(params)), style="red" if params else None)
-            case Started():
-                with self._lock:
-                    self.running[(event.output_dir, event.command)] = (event, time.monotonic())
-            case Ended():
-                with self._lock:
-                    self.running.pop((event.output_dir, event.command), None)
-                    if event.finished:
-                        self.done += 1
-                    else:
-                        self.failed += 1
-                if not event.finished:
-                    self.console.print(
-                        escape(f"FAIL    {_info(event)} ({event.status}; log: {event.log})"), style="red"
-                    )
-            case Skipped():
-                with self._lock:
-                    self.skipped += 1
-            case DryLine():
-                self.console.print(escape(_dry_line(event)), highlight=False)
-            case WarningMessage(message=message):
-                self.err.print(escape("WARNING: " + message), style="yellow")
-            case InfoMessage(message=message):
-                self.console.print(escape(message))
-            case Stopping():
-                self.err.print(STOPPING)
-            case Summary(summary=summary):
-                self.close()
-                for line in summary_lines(summary, self.output):
-                    self.console.print(escape(line), highlight=False)
-
-    def close(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None

@@ -270,6 +270,7 @@ class RunRecorder:
                 resource=placement.resource,
                 job_id=job.job_id if job is not None else None,
                 node=job.node if job is not None else None,
+                log=str(log_path),
             )
         )
         return attempt

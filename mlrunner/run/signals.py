@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 class stop_on_signals:
     """Within the block: SIGINT/SIGTERM ask the run to stop (``recorder.stop``, a
     :class:`mlrunner.events.Stopping` event); a second SIGINT kills at once
-    (``recorder.kill_now``). Outside the main thread it does nothing."""
+    (``recorder.kill_now``). SIGHUP (a dropped ssh session, a closed terminal) is ignored:
+    the sweep goes on, its output in the run's console log. Outside the main thread it
+    does nothing."""
 
     def __init__(self, recorder: RunRecorder, emit: Emit) -> None:
         self.recorder = recorder
@@ -37,6 +39,7 @@ class stop_on_signals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)
+            self.previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
         return self
 
     def __exit__(self, *exc: object) -> None:
