@@ -71,6 +71,12 @@ class LedgerError(MlrunnerError):
     exit_code = 1
 
 
+class NoLedgerError(LedgerError):
+    """There is no ledger where the command looked: a wrong ``-o`` (a usage mistake)."""
+
+    exit_code = 2
+
+
 class LedgerVersionError(LedgerError):
     """The ledger was written by a newer mlrunner (schema newer than this code knows)."""
 

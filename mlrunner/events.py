@@ -109,6 +109,7 @@ class RunSummary:
     skipped: int = 0
     interrupted: int = 0
     not_started: int = 0
+    elsewhere: int = 0  # run (or running) by another runner sharing the sweep
     failed_dirs: list[str] = field(default_factory=list)
     status: RunStatus = RunStatus.FINISHED  # finished | failed | interrupted | dry-run
     signal: int | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -260,3 +261,62 @@ def test_sigint_while_stdout_is_a_full_pipe_never_deadlocks(project: Project) ->
         proc.communicate()
     assert proc.returncode == 130
     assert "Stopping" in log.read_text()
+
+
+# --- 16. the small ones ----------------------------------------------------------------------
+
+
+def test_runners_sharing_a_sweep_count_each_others_commands(project: Project) -> None:
+    project.write(SHARED)
+    a, b = project.popen(), project.popen()
+    outs = [p.communicate(timeout=120)[0] for p in (a, b)]
+    assert done_counts(project, "a") == {str(x): 1 for x in range(1, 7)}
+    for out in outs:
+        line = next(line for line in out.splitlines() if line.startswith("Commands:"))
+        assert ", 0 not started" in line and "by another runner" in line, line
+
+
+def test_resume_says_when_the_run_started_in_words(project: Project) -> None:
+    project.write(QUICK)
+    project.run(check=0)
+    res = project.run("--resume", check=0)
+    assert re.search(r"Resuming run 1 \(started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)", res.stdout), res.stdout
+
+
+def test_json_times_keep_their_milliseconds(project: Project) -> None:
+    project.write(QUICK)
+    project.run(check=0)
+    doc = json.loads(project.mlrunner("ledger", "show", "1", "--json", check=0).stdout)
+    started = doc["tasks"][0]["commands"][0]["started_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", started), started
+
+
+def test_usage_mistakes_exit_2(project: Project, tmp_path: Path) -> None:
+    project.write(QUICK)
+    res = project.run("--resume", "-o", "never-ran", check=2)  # no ledger there: a wrong -o
+    assert "nothing has run with -o never-ran" in res.stderr and "Traceback" not in res.stderr
+    subprocess.run(["git", "init", "-q"], cwd=project.path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=project.path, check=True)
+    subprocess.run(["git", "commit", "-qm", "c"], cwd=project.path, check=True, env=project.env)
+    project.run(check=0)
+    busy = tmp_path / "busy dest"
+    busy.mkdir()
+    (busy / "something").write_text("x")
+    res = project.mlrunner("restore", str(project.path / "output" / "X_1"), str(busy), check=2)
+    assert "is not empty" in res.stderr
+
+
+def test_resume_outside_git_says_nothing_about_code_changes(project: Project) -> None:
+    project.write(QUICK)
+    project.run(check=0)
+    res = project.run("--resume", check=0)
+    assert "code changed" not in res.stderr, res.stderr
+
+
+def test_debug_mode_never_overwrites_a_finished_experiment(project: Project) -> None:
+    project.write(QUICK)
+    project.run(check=0)
+    log = next((project.path / "output" / "X_1").glob("log.a.*"))
+    res = project.run("-d", check=0)
+    assert "SKIP" in res.stdout and "START" not in res.stdout
+    assert [p.name for p in (project.path / "output" / "X_1").glob("log.a.*")] == [log.name]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlrunner.errors import RestoreError, SnapshotError
+from mlrunner.errors import RestoreError, SnapshotError, UsageError
 from mlrunner.snapshot import (
     Snapshot,
     materialize,
@@ -265,7 +265,7 @@ def test_restore_errors_are_clear(dirty_repo: Path, tmp_path: Path) -> None:
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
-    with pytest.raises(RestoreError, match="is not empty"):
+    with pytest.raises(UsageError, match="is not empty"):  # exit 2: a usage mistake
         restore(exp, busy)
     assert (busy / "keep.txt").read_text() == "mine"
     with pytest.raises(RestoreError, match="has no git.json"):

@@ -180,7 +180,10 @@ def test_title_command_and_debug_options(project: Project) -> None:
     assert res.stdout.count("START") == 2 and " a " not in res.stdout
     dbg = project.run("-t", "one", "-d", check=0)
     assert "a 1" in dbg.stdout  # debug: output also on the terminal
-    assert dbg.stdout.count("START") == 2  # first task only, forced
+    assert dbg.stdout.count("START") == 1  # first task only; its finished `b` is skipped...
+    assert dbg.stdout.count("SKIP") == 1
+    forced = project.run("-t", "one", "-d", "-f", check=0)
+    assert forced.stdout.count("START") == 2  # ...unless -f
 
 
 @pytest.mark.parametrize(

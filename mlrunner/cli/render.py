@@ -80,7 +80,9 @@ def summary_lines(s: RunSummary, output: str) -> list[str]:
     run = f" (run {s.run_id})" if s.run_id is not None else ""
     lines.append(
         f"Commands: {s.finished} finished, {s.failed} failed, {s.skipped} skipped, "
-        f"{s.interrupted} interrupted, {s.not_started} not started{run}"
+        f"{s.interrupted} interrupted, {s.not_started} not started"
+        + (f", {s.elsewhere} by another runner" if s.elsewhere else "")
+        + run
     )
     if s.status is RunStatus.INTERRUPTED or s.failed:
         lines.append(f"Finish what is unfinished with: run --resume -o {_quote(output)}")

@@ -95,3 +95,16 @@ class ClaimsPart(LedgerPart):
         me = self._me()
         with self.db.transaction() as conn:
             delete_claim(conn, task_key, me)
+
+    def held_by_others(self) -> set[str]:
+        """Keys of the tasks another live runner holds now (one on another host counts as
+        live, as in :meth:`claim_task`)."""
+        me = self._me()
+        with self.db.transaction(write=False) as conn:
+            rows = conn.execute("SELECT task_key, host, boot_id, pid, proc_start FROM claims").fetchall()
+        return {
+            r["task_key"]
+            for r in rows
+            if (r["host"], r["boot_id"], r["pid"], r["proc_start"]) != (me.host, me.boot_id, me.pid, me.start)
+            and procs.is_alive(r["host"], r["boot_id"], r["pid"], r["proc_start"]) is not False
+        }

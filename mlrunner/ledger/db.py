@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
-from mlrunner.errors import LedgerError
+from mlrunner.errors import LedgerError, NoLedgerError
 from mlrunner.ledger.fs import LEDGER_DIR_ENV, check_local_filesystem, ledger_path
 from mlrunner.ledger.schema import migrate, pending_migrations
 
@@ -82,7 +82,7 @@ class LedgerDB:
         _LEDGERS.add(self)
         check_local_filesystem(self.dir, mounts_file)
         if not create and not self.path.is_file():
-            raise LedgerError(
+            raise NoLedgerError(
                 f"no ledger for output '{self.output}': {self.path} does not exist",
                 hint=f"nothing has run with -o {self.output} yet (check -o), "
                 f"or it ran with {LEDGER_DIR_ENV} set differently",

@@ -22,14 +22,17 @@ TASK_STATUSES = tuple(TaskStatus)
 
 
 def iso(t: float | None) -> str | None:
-    """Epoch seconds -> ISO 8601 local time with offset (None stays None)."""
+    """Epoch seconds -> ISO 8601 local time with milliseconds and offset (None stays None):
+    a short command's start and end stay apart."""
     if t is None:
         return None
     local = time.localtime(t)  # 3x faster than datetime.astimezone(), same text
     offset = local.tm_gmtoff or 0
     sign = "-" if offset < 0 else "+"
     offset = abs(offset)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}{sign}{offset // 3600:02d}:{offset % 3600 // 60:02d}"
+    ms = min(int((t % 1) * 1000), 999)
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", local)
+    return f"{when}.{ms:03d}{sign}{offset // 3600:02d}:{offset % 3600 // 60:02d}"
 
 
 def _run_row(run: dict[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,11 @@ class RunRecorder:
                 if out not in s.failed_dirs:
                     s.failed_dirs.append(out)
 
+    def recorded(self) -> set[tuple[str, str]]:
+        """(task key, command) of every command this recorder saw end (or skip)."""
+        with self._lock:
+            return set(self._final)
+
     def batch(self) -> AbstractContextManager[None]:
         """Ledger calls made within share one transaction (:meth:`mlrunner.ledger.store.Ledger.batch`);
         the processes started since the last batch are recorded first."""

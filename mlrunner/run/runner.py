@@ -78,6 +78,7 @@ class Runner:
         self.request = request
         self.emit = emit
         self.ask_detach = ask_detach
+        self._skipped: set[tuple[str, str]] = set()  # (task key, command) finished before
 
     # ------------------------------------------------------------------ entry
     def run(self) -> RunSummary:
@@ -97,7 +98,7 @@ class Runner:
                     run_id, adopted = self._open_run(ledger, req, spec, tasks, code, resumed, summary)  # 5
                     items = self._unfinished(ledger, req, tasks, run_id, summary, adopted)  # 6
                     recorder = self._execute(ledger, req, spec, backend, items, code, summary, now)  # 7, 8
-                    self._close_run(ledger, run_id, recorder, summary)
+                    self._close_run(ledger, run_id, recorder, summary, tasks)
         finally:
             if resumed is not None:
                 resumed.ledger.close()
@@ -119,7 +120,11 @@ class Runner:
                 key="--resume",
                 hint="`mlrunner ledger ls -o OUTPUT` lists the runs that can be resumed",
             )
-        self.emit(InfoMessage(f"Resuming run {row['id']} (started {row.get('started_at')})"))
+        started = row.get("started_at")
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "at an unknown time"
+        )
+        self.emit(InfoMessage(f"Resuming run {row['id']} (started {when})"))
         return _Resumed(ledger, row)
 
     def _resolve(self, resumed: _Resumed | None, now: str) -> RunRequest:
@@ -237,7 +242,8 @@ class Runner:
             snap, warnings = gitsnap.take_snapshot(req.cwd, work_dir=work, exclude=[req.output])
             for w in warnings:
                 self.emit(WarningMessage(w))
-            if stored and not gitsnap.same_code(stored, snap):
+            # outside git there is no code to compare: nothing to warn about
+            if stored and stored.get("vcs") and snap.vcs is not None and not gitsnap.same_code(stored, snap):
                 self.emit(
                     WarningMessage(
                         "the code changed since this run started: run snapshot "
@@ -371,6 +377,7 @@ class Runner:
                     done = False
                 if done:
                     summary.skipped += 1
+                    self._skipped.add((task.key, command.name))
                     self.emit(
                         Skipped(position=i + 1, total=total, output_dir=task.output_dir, command=command.name)
                     )
@@ -437,12 +444,31 @@ class Runner:
         recorder.close()
         return recorder
 
-    def _close_run(self, ledger: Ledger, run_id: int, recorder: RunRecorder, summary: RunSummary) -> None:
-        """The end of step 8: the summary's counts and the run row's final status."""
+    def _close_run(
+        self, ledger: Ledger, run_id: int, recorder: RunRecorder, summary: RunSummary, tasks: Sequence[Task]
+    ) -> None:
+        """The end of step 8: the summary's counts and the run row's final status. Commands
+        another runner sharing the sweep ran (or runs) are counted as such, not as not started."""
         summary.signal = recorder.signal_received
         recorder.tally()
+        mine = recorder.recorded()
+        states = ledger.command_states([t.key for t in tasks])
+        held = ledger.held_by_others()
+        for t in tasks:
+            for c in t.commands:
+                key = (t.key, c.name)
+                if key in mine or key in self._skipped:
+                    continue
+                if states.get(key) in _ELSEWHERE or t.key in held:
+                    summary.elsewhere += 1
         summary.not_started = max(
-            0, summary.n_commands - summary.skipped - summary.finished - summary.failed - summary.interrupted
+            0,
+            summary.n_commands
+            - summary.skipped
+            - summary.finished
+            - summary.failed
+            - summary.interrupted
+            - summary.elsewhere,
         )
         if summary.signal is not None or recorder.stop.is_set():
             summary.status = RunStatus.INTERRUPTED
@@ -453,13 +479,18 @@ class Runner:
         ledger.update_run(run_id, status=summary.status, ended_at=time.time())
 
 
+# the states of a command another runner ran or runs
+_ELSEWHERE = frozenset({AttemptStatus.FINISHED, AttemptStatus.FAILED, AttemptStatus.RUNNING})
+
+
 def _n_commands(tasks: Sequence[Task]) -> int:
     return sum(len(t.commands) for t in tasks)
 
 
 def _rerun_finished(req: RunRequest) -> bool:
-    """``--force``, or ``--debug`` (which reruns its one task)."""
-    return req.force or req.debug
+    """``--force`` (``--debug`` skips finished commands like any run: it never overwrites a
+    finished experiment unless forced)."""
+    return req.force
 
 
 def _slurm_options(req: RunRequest, spec: Spec) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlrunner.errors import RestoreError, SnapshotError
+from mlrunner.errors import RestoreError, SnapshotError, UsageError
 from mlrunner.snapshot.git import SNAPSHOT_REF_PREFIX, GitFailed, commit_tree, git_env, run_git
 from mlrunner.snapshot.record import Snapshot, read_snapshot
 
@@ -116,10 +116,12 @@ def _repo_root(snap: Snapshot, repo: str | os.PathLike[str] | None, exp: Path) -
 def _check_empty(target: Path) -> None:
     if target.is_symlink() or target.exists():
         if not target.is_dir():
-            raise RestoreError(f"{target} exists and is not a directory", hint="choose a new destination")
+            raise UsageError(
+                f"{target} exists and is not a directory", key="DEST", hint="choose a new destination"
+            )
         if any(target.iterdir()):
-            raise RestoreError(
-                f"{target} is not empty", hint="choose a new directory, or empty this one first"
+            raise UsageError(
+                f"{target} is not empty", key="DEST", hint="choose a new directory, or empty this one first"
             )
 
 
