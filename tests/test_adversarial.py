@@ -320,3 +320,32 @@ def test_debug_mode_never_overwrites_a_finished_experiment(project: Project) -> 
     res = project.run("-d", check=0)
     assert "SKIP" in res.stdout and "START" not in res.stdout
     assert [p.name for p in (project.path / "output" / "X_1").glob("log.a.*")] == [log.name]
+
+
+# --- 12. a no-op rerun never rewrites provenance --------------------------------------------
+
+
+def git(project: Project, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=project.path, check=True, env=project.env, capture_output=True)
+
+
+def test_a_run_that_skipped_everything_keeps_the_provenance_of_the_run_that_ran(project: Project) -> None:
+    project.write(QUICK)
+    (project.path / "train.py").write_text("print('v1')\n")
+    (project.path / ".gitignore").write_text("output/\ndone.*\n")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "v1")
+    project.run(check=0)
+    (project.path / "train.py").write_text("print('v2, uncommitted')\n")  # dirty now
+    res = project.run(check=0)
+    assert res.stdout.count("SKIP") == 10
+    runs = json.loads(project.mlrunner("ledger", "ls", "--json", check=0).stdout)
+    assert [(r["id"], r["n_finished"], r["n_skipped"]) for r in runs] == [(1, 10, 0), (2, 0, 10)]
+    from mlrunner.examine import Examiner
+
+    ex = Examiner()
+    ex.exam(output=str(project.path / "output"), regex=".*")
+    table = ex.table(ledger=True)
+    assert set(table["_run_id"]) == {1}  # the run whose attempts produced the experiments
+    assert not any(table["_git_dirty"])  # they ran on clean code

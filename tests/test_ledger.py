@@ -309,7 +309,8 @@ def test_task_status_derivation_list_runs_and_show_run(tmp_path: Path) -> None:
         json.dumps(row)
         counts = {k: row[k] for k in row if k.startswith("n_")}
         assert counts == {
-            "n_tasks": 7, "n_finished": 2, "n_failed": 1, "n_running": 1, "n_interrupted": 1, "n_pending": 2,
+            "n_tasks": 7, "n_finished": 2, "n_skipped": 0, "n_failed": 1, "n_running": 1, "n_interrupted": 1,
+            "n_pending": 2,
             "n_commands": 14, "n_commands_finished": 6,
         }  # fmt: skip
         assert (row["git_commit"], row["git_dirty"], row["params_path"], row["finished_at"]) == (

@@ -272,7 +272,7 @@ def ledger_ls(output: OutputOpt = "output", as_json: JsonOpt = False) -> None:
     if as_json:
         typer.echo(json.dumps(runs, indent=2, default=str))
         return
-    headers = ["id", "started", "status", "git", "finished", "failed", "tasks", "params"]
+    headers = ["id", "started", "status", "git", "finished", "skipped", "failed", "tasks", "params"]
     rows = [
         [
             str(r["id"]),
@@ -280,6 +280,7 @@ def ledger_ls(output: OutputOpt = "output", as_json: JsonOpt = False) -> None:
             str(r.get("status")),
             (r.get("git_commit") or "-")[:10] + ("*" if r.get("git_dirty") else ""),
             str(r.get("n_finished", 0)),
+            str(r.get("n_skipped", 0)),
             str(r.get("n_failed", 0)),
             str(r.get("n_tasks", 0)),
             str(r.get("params_path") or ""),

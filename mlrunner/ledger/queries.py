@@ -13,7 +13,7 @@ from mlrunner.status import AttemptStatus, TaskStatus
 
 # What the views need of an attempt row (the latest per task and command).
 _LATEST_COLUMNS = (
-    "a.id, a.task_key, a.command, a.status, a.started_at, a.ended_at, a.failure_class, "
+    "a.id, a.run_id, a.task_key, a.command, a.status, a.started_at, a.ended_at, a.failure_class, "
     "a.host, a.boot_id, a.runner_pid, a.runner_start"
 )
 
@@ -26,9 +26,18 @@ def _is(status: str) -> str:
     return f"t.status = {sql_text(status)}"
 
 
-# A run's tasks counted by their stored status (a dead runner's running ones are moved later).
+# Whether a task's current result comes from this run: the latest attempt of one of its
+# commands is this run's (the partial index attempts_latest makes it one lookup per task).
+_MINE = (
+    "EXISTS (SELECT 1 FROM attempts a INDEXED BY attempts_latest "
+    "WHERE a.task_key = rt.task_key AND a.latest = 1 AND a.run_id = rt.run_id)"
+)
+# A run's tasks counted by their stored status (a dead runner's running ones are moved later);
+# a finished task whose result another run produced (skipped here, or redone later) is
+# n_skipped, not n_finished.
 _RUN_COUNTS = (
-    f"count(t.key) AS n_tasks, {_count(_is(TaskStatus.FINISHED))} AS n_finished, "
+    f"count(t.key) AS n_tasks, {_count(f'{_is(TaskStatus.FINISHED)} AND {_MINE}')} AS n_finished, "
+    f"{_count(f'{_is(TaskStatus.FINISHED)} AND NOT {_MINE}')} AS n_skipped, "
     f"{_count(_is(TaskStatus.FAILED))} AS n_failed, {_count(_is(TaskStatus.RUNNING))} AS n_running, "
     f"{_count(f't.status IN ({sql_text(TaskStatus.INTERRUPTED)}, {sql_text(TaskStatus.LOST)})')} "
     f"AS n_interrupted, {_count('t.n_commands')} AS n_commands, {_count('t.n_done')} AS n_done"
@@ -70,9 +79,10 @@ class QueriesPart(LedgerPart):
     def run_summaries(self) -> list[dict[str, Any]]:
         """Every run (run_record()), oldest first, with counts of its tasks by current status.
 
-        n_tasks, n_finished, n_failed, n_running, n_interrupted (interrupted or lost: a
-        running task whose runner is dead counts here), n_commands, n_done (commands
-        finished).
+        n_tasks, n_finished (its result from this run), n_skipped (finished by another
+        run: skipped here, or redone later), n_failed, n_running, n_interrupted
+        (interrupted or lost: a running task whose runner is dead counts here),
+        n_commands, n_done (commands finished).
         """
         with self.db.transaction(write=False) as conn:
             rows = conn.execute(

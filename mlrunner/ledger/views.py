@@ -36,7 +36,7 @@ def iso(t: float | None) -> str | None:
 
 
 def _run_row(run: dict[str, Any]) -> dict[str, Any]:
-    done = run["n_finished"] + run["n_failed"] + run["n_running"] + run["n_interrupted"]
+    done = run["n_finished"] + run["n_skipped"] + run["n_failed"] + run["n_running"] + run["n_interrupted"]
     return {
         "id": run["id"],
         "status": run["status"],
@@ -48,6 +48,7 @@ def _run_row(run: dict[str, Any]) -> dict[str, Any]:
         "env_hash": run.get("env_hash"),
         "n_tasks": run["n_tasks"],
         "n_finished": run["n_finished"],
+        "n_skipped": run["n_skipped"],
         "n_failed": run["n_failed"],
         "n_running": run["n_running"],
         "n_interrupted": run["n_interrupted"],
@@ -66,9 +67,10 @@ def _run_row(run: dict[str, Any]) -> dict[str, Any]:
 def runs_doc(ledger: Ledger) -> list[dict[str, Any]]:
     """``ledger ls --json``: one row per run, oldest first.
 
-    Counts are of the run's tasks by their current status: n_tasks, n_finished,
-    n_failed, n_running, n_interrupted (interrupted or lost), n_pending, plus
-    n_commands and n_commands_finished.
+    Counts are of the run's tasks by their current status: n_tasks, n_finished (its
+    result from this run), n_skipped (finished by another run: skipped by this one, or
+    redone later), n_failed, n_running, n_interrupted (interrupted or lost), n_pending,
+    plus n_commands and n_commands_finished.
     """
     return [_run_row(run) for run in ledger.run_summaries()]
 
@@ -156,8 +158,9 @@ def live_doc(ledger: Ledger) -> dict[str, Any]:
 def experiment_summary(ledger: Ledger) -> dict[str, dict[str, Any]]:
     """Ledger columns for the Examiner, keyed by os.path.realpath(task output dir).
 
-    Values: status (current task status), run_id (latest run that registered the
-    task), git_commit, git_dirty (that run's snapshot), started_at (epoch: earliest
+    Values: status (current task status), run_id (the run of the task's latest attempt:
+    the run that produced the experiment; else the latest run that registered it),
+    git_commit, git_dirty (that run's snapshot), started_at (epoch: earliest
     start among the latest attempt of each command, or None), duration_s (sum of the
     latest attempts' end - start, None if none ended), resource (of the latest
     attempt), attempts (total), code_changed (an attempt ran other code than its run's
@@ -174,15 +177,18 @@ def experiment_summary(ledger: Ledger) -> dict[str, dict[str, Any]]:
         current = [attempts[c] for c in commands if c in attempts]
         ended = [a["ended_at"] - a["started_at"] for a in current if a["ended_at"] is not None]
         failed = [a for a in current if a["status"] in FAILED_STATUSES]
-        git_commit, git_dirty, env = rows.runs.get(task["run_id"], (None, None, None))
         last = max(current, key=lambda a: a["id"], default=None)  # the task's latest attempt
+        # provenance: the run whose attempts produced the experiment, never a run that
+        # only skipped it (issue 13)
+        run_id = last["run_id"] if last is not None and last.get("run_id") else task["run_id"]
+        git_commit, git_dirty, env = rows.runs.get(run_id, (None, None, None))
         order = (task["run_id"] or 0, 0 if last is None else last["id"])
         if task["output_real"] in rank and rank[task["output_real"]] > order:
             continue
         rank[task["output_real"]] = order
         out[task["output_real"]] = {
             "status": task_status(attempts[c]["status"] if c in attempts else None for c in commands),
-            "run_id": task["run_id"],
+            "run_id": run_id,
             "git_commit": git_commit,
             "git_dirty": git_dirty,
             "started_at": min((a["started_at"] for a in current), default=None),
