@@ -18,7 +18,7 @@ import typer
 from mlrunner.errors import MlrunnerError, UsageError
 
 if TYPE_CHECKING:
-    from mlrunner.cli.render import LiveRenderer, PlainRenderer
+    from mlrunner.cli.render import JsonRenderer, LiveRenderer, PlainRenderer
 
 HELP = "Run a LOT of machine-learning experiments on a pool of GPUs, and never lose track of one."
 
@@ -89,8 +89,27 @@ def run_command(
         int | None, typer.Option("--sample", help="Run a random subset of N tasks per grid.")
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed for --sample (reproducible subsets).")
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed of every random draw (--sample, _samples, shuffles); default: chosen, printed.",
+        ),
     ] = None,
+    order: Annotated[
+        str | None,
+        typer.Option("--order", help="Task order in each grid: document (default) or shuffle (seeded)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: the tasks as one JSON array (and their status).")
+    ] = False,
+    max_tasks: Annotated[
+        int | None,
+        typer.Option("--max-tasks", min=1, help="Refuse sweeps of more tasks than this (default 1,000,000)."),
+    ] = None,
+    allow_orphans: Annotated[
+        bool,
+        typer.Option("--allow-orphans", help="Run even when a param no command uses resembles one they use."),
+    ] = False,
     no_subdir: Annotated[
         bool, typer.Option("--no-subdir", help="Write every experiment into the output root itself.")
     ] = False,
@@ -126,8 +145,10 @@ def run_command(
             raise UsageError(
                 f"unexpected argument '{run_id}'", hint="a run id goes with --resume: run --resume RUN_ID"
             )
-        if seed is not None and sample is None:
-            raise UsageError("--seed only makes sense with --sample N", key="--seed")
+        if as_json and not dry_run:
+            raise UsageError("--json goes with --dry-run", key="--json", hint="run --dry-run --json")
+        if order is not None and order not in ("document", "shuffle"):
+            raise UsageError(f"unknown order '{order}'", key="--order", hint="use document or shuffle")
         req = RunRequest(
             params_path=yaml_path,
             output=output,
@@ -139,6 +160,10 @@ def run_command(
             debug=debug,
             sample=sample,
             seed=seed,
+            order=order,
+            max_tasks=max_tasks,
+            allow_orphans=allow_orphans,
+            json=as_json,
             no_subdir=no_subdir,
             retries=retries,
             grace=grace,
@@ -153,7 +178,7 @@ def run_command(
             given=_given(ctx),
         )
         ask = _ask_detach if backend == "slurm" and not detach and sys.stdin.isatty() else None
-        renderer = _renderer(output, dry_run)
+        renderer = _renderer(output, dry_run, as_json)
         # Start-up's objects (typer, click, yaml...) live as long as the process: keep the
         # garbage collector from scanning them again during a sweep of many short commands.
         gc.freeze()
@@ -168,7 +193,7 @@ def run_command(
 
 
 # run_command's parameters that are not named as the RunRequest fields they fill
-_FIELD_OF = {"yaml_path": "params_path", "command": "commands", "resource": "resources"}
+_FIELD_OF = {"yaml_path": "params_path", "command": "commands", "resource": "resources", "as_json": "json"}
 
 
 def _given(ctx: typer.Context) -> frozenset[str]:
@@ -192,9 +217,13 @@ def _ask_detach() -> bool:
     return not typer.confirm("\nCancel the submitted Slurm jobs?", default=True, err=True)
 
 
-def _renderer(output: str, dry_run: bool) -> LiveRenderer | PlainRenderer:
-    from mlrunner.cli.render import LiveRenderer, PlainRenderer
+def _renderer(
+    output: str, dry_run: bool, as_json: bool = False
+) -> LiveRenderer | PlainRenderer | JsonRenderer:
+    from mlrunner.cli.render import JsonRenderer, LiveRenderer, PlainRenderer
 
+    if as_json:
+        return JsonRenderer()
     if sys.stdout.isatty() and not dry_run and os.environ.get("MLRUNNER_PLAIN") != "1":
         return LiveRenderer(output)
     return PlainRenderer(output)

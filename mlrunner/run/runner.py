@@ -23,6 +23,7 @@ from mlrunner.backends.base import Backend, RunOptions, WorkItem
 from mlrunner.errors import UsageError
 from mlrunner.events import (
     DryLine,
+    DryTask,
     Emit,
     InfoMessage,
     Orphans,
@@ -124,7 +125,10 @@ class Runner:
         stored options (but for those given explicitly, see :meth:`RunRequest.resumed`)."""
         if resumed is not None:
             return self.request.resumed(resumed.row.get("options") or {})
-        return dataclasses.replace(self.request, time=now)
+        seed = self.request.seed
+        if seed is None:  # chosen now and stored, so a resume draws and shuffles as this run
+            seed = int.from_bytes(os.urandom(4), "big") >> 1
+        return dataclasses.replace(self.request, time=now, seed=seed)
 
     def _load_spec(self, req: RunRequest, resumed: _Resumed | None) -> Spec:
         """Step 1: params.yaml (a resumed run: the text it stored) -> a validated Spec."""
@@ -140,7 +144,8 @@ class Runner:
         return spec
 
     def _plan(self, req: RunRequest, spec: Spec, now: str) -> list[Task]:
-        """Step 2: the tasks (``--debug``: the first only); orphan params, plan warnings."""
+        """Step 2: the tasks (``--debug``: the first only); orphan params, plan warnings;
+        the seed, when this run chose it and something was drawn with it."""
         from mlrunner import plan as sweep
 
         plan = sweep.plan(
@@ -152,11 +157,16 @@ class Runner:
             seed=req.seed,
             no_subdir=req.no_subdir,
             time=req.time or now,
+            order=req.order,
+            max_tasks=req.max_tasks if req.max_tasks is not None else sweep.MAX_TASKS,
+            allow_orphans=req.allow_orphans,
         )
         tasks = list(plan.tasks)
         if req.debug:
             tasks = tasks[:1]
         self.emit(Orphans(tuple(plan.orphans)))
+        if plan.drew and self.request.seed is None and not req.resume:
+            self.emit(InfoMessage(f"Seed: {plan.seed} (of random draws and order; --seed {plan.seed} again)"))
         for warning in plan.warnings:
             self.emit(WarningMessage(warning))
         return tasks
@@ -183,13 +193,20 @@ class Runner:
     def _dry_run(
         self, req: RunRequest, spec: Spec, tasks: Sequence[Task], summary: RunSummary, now: str
     ) -> None:
-        """``--dry-run`` stops after step 3: each command's line, nothing written."""
+        """``--dry-run`` stops after step 3: each command's line (``--json``: each task), nothing written."""
         from mlrunner.plan import shell_line
+        from mlrunner.resources import visible_devices
 
         slots = spec.resource.slots or ("auto",)
         total = len(tasks)
+        if req.json:
+            for i, (task, status) in enumerate(zip(tasks, self._dry_statuses(req, tasks), strict=True)):
+                commands = {c.name: c.text for c in task.commands}
+                self.emit(DryTask(i + 1, total, task.name, task.output_dir, task.params, commands, status))
+            summary.status = RunStatus.DRY_RUN
+            return
         for i, task in enumerate(tasks):
-            slot = slots[i % len(slots)]
+            slot = visible_devices(slots[i % len(slots)])
             for command in task.commands:
                 log = Path(
                     task.output_dir,
@@ -201,10 +218,36 @@ class Runner:
                         total=total,
                         output_dir=task.output_dir,
                         command=command.name,
-                        line=shell_line(command, slot, log),
+                        line=shell_line(command, slot, log, task.env),
                     )
                 )
         summary.status = RunStatus.DRY_RUN
+
+    def _dry_statuses(self, req: RunRequest, tasks: Sequence[Task]) -> list[str]:
+        """Each task's status for ``--dry-run --json``: ``finished`` when every command of it
+        finished (ledger, else a 0.5.9 ``stat`` file) and ``--force`` is not given, else
+        ``pending``. Reads the ledger only when there is one; writes nothing."""
+        from mlrunner.ledger import Ledger, ledger_path
+
+        states: dict[tuple[str, str], str] = {}
+        if not _rerun_finished(req) and ledger_path(req.output).is_file():
+            with Ledger(req.output, create=False) as ledger:
+                states = ledger.command_states([t.key for t in tasks])
+        out = []
+        for task in tasks:
+            stat: dict[str, str] | None = None
+            done = not _rerun_finished(req)
+            for command in task.commands:
+                if not done:
+                    break
+                state = states.get((task.key, command.name))
+                if state is None:
+                    if stat is None:
+                        stat = expfiles.read_stat(task.output_dir) if os.path.isdir(task.output_dir) else {}
+                    state = stat.get(command.name)
+                done = state == AttemptStatus.FINISHED
+            out.append("finished" if done else "pending")
+        return out
 
     def _snapshot(self, req: RunRequest, spec: Spec, resumed: _Resumed | None, now: str) -> _Code:
         """Step 4: the output root with the params file's copy; the run's git snapshot
@@ -386,6 +429,8 @@ class Runner:
             retries=req.retries,
             grace=req.grace,
             isolate_dir=code.isolate_dir,
+            resumed=req.resume,
+            run_id=summary.run_id,
             extra={
                 "slurm": _slurm_options(req, spec),
                 # the Slurm backend's answer on Ctrl-C: a bool, or a question to ask then

@@ -64,6 +64,8 @@ from mlrunner.backends.base import (
     Recorder,
     RunOptions,
     WorkItem,
+    attempt_env,
+    task_env,
 )
 from mlrunner.backends.local.machine import Job, Next, Phase, StopAction
 
@@ -260,7 +262,7 @@ class _Loop(Generic[A]):
             self._finish(job)
             return
         extra = alloc.env()  # CUDA_VISIBLE_DEVICES (+ CUDA_DEVICE_ORDER)
-        job.env = {**self.base_env, **extra}
+        job.env = {**self.base_env, **task_env(job.item.task, self.opts), **extra}
         if not job.claimed:
             if not self.rec.claim(job.item):  # another live runner holds the task: skip it
                 self._finish(job)
@@ -289,7 +291,7 @@ class _Loop(Generic[A]):
         job.to(Phase.SPAWNING)
         log = self.rec.log_path(job.item, command)
         assert job.env is not None
-        proc = self.spawner.spawn(command.text, log, job.env)
+        proc = self.spawner.spawn(command.text, log, {**job.env, **attempt_env(job.failures + 1)})
         self._watch(job, proc, log)
         assert job.alloc is not None
         process = ProcessRef(pid=proc.pid, pgid=proc.pid, start=proc.start)
