@@ -115,6 +115,8 @@ def _range_at(args: tuple[Number, ...], i: int) -> Value:
 
 def _linspace_at(args: tuple[Number, ...], i: int) -> float:
     start, stop, num = args
+    if num == 1:  # numpy: just the start
+        return float(start)
     if i == num - 1:
         return float(stop)
     step = (stop - start) / (num - 1)
