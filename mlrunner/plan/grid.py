@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from mlrunner.errors import SpecError
+from mlrunner.plan.checks import close_match
 from mlrunner.plan.grammar import Block
 from mlrunner.plan.names import entry, safe_name
 from mlrunner.plan.render import Template, escape, frag, render_field
@@ -100,13 +101,15 @@ class GridPlan:
                 fmt.append(escape(self._field(name, kind, p, self.fill_map[p])))
             else:
                 shown = f"{{{p}}}" if kind == "{" else f"[{p}]"
+                guess = close_match(p, [*self.provider, *self.fill_map])
                 raise SpecError(
                     f"command '{name}' uses {shown} but '{p}' has no value (grid {self.grid.index}, "
                     f"line {self.grid.line}, does not set it and there is no default)",
                     file=self.spec.path,
                     line=self.spec.locations.get(f"template.{name}"),
                     key=f"template.{name}",
-                    hint=f"add `{p}: <value>` under `default:` or to the grid",
+                    hint=(f"did you mean '{guess}', which the grid sets? " if guess else "")
+                    + f"add `{p}: <value>` under `default:` or to the grid",
                 )
             fmt.append(escape(literal))
         out = self._commands[name] = ("".join(fmt), sources)

@@ -173,8 +173,8 @@ def read_zip(r: Reader, node: Node, axes: list[Axis]) -> tuple[tuple[str, ...], 
         for other in names[1:]:
             if by_name[other].size != first.size:
                 raise r.error(
-                    f"'_zip' pairs '{first.key}' ({first.size} values) with '{other}' "
-                    f"({by_name[other].size} values): the lengths must match",
+                    f"'_zip' pairs '{first.key}' ({_values(first.size)}) with '{other}' "
+                    f"({_values(by_name[other].size)}): the lengths must match",
                     group,
                     "_zip",
                     hint="give the zipped params lists of the same length",
@@ -198,3 +198,7 @@ def _check_choices(
                 name,
                 hint=f"valid choices: {', '.join(choices)}",
             )
+
+
+def _values(n: int) -> str:
+    return f"{n} value" if n == 1 else f"{n} values"
