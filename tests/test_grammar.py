@@ -473,3 +473,36 @@ def test_error_when_excludes_reject_every_draw() -> None:
         and info.value.line == 5
         and "rejects nearly every draw" in str(info.value)
     )
+
+
+def test_reference_params_yaml_examples_of_the_grammar_plan() -> None:
+    """The commented examples of the reference params.yaml (mlrunner init) are valid as written."""
+    from helpers import ROOT
+
+    text = (ROOT / "params.yaml").read_text()
+    _, _, section = text.partition("the sweep grammar\n")
+    lines = section.splitlines()
+    start = lines.index("# ---")
+    grids = "\n".join(line[2:] for line in lines[start:] if line.startswith("# ") or line == "#")
+    env = text[text.index("# env:\n") :].split("\n\n")[0]
+    first = "template:\n  a: echo {_name}\n" + "\n".join(line[2:] for line in env.splitlines()) + "\n"
+    p = make_plan(first + grids + "\n", seed=1, allow_orphans=True)
+    first_doc, second_doc = 4 * 5 * 4 * 3, 8 - 4 + 4 - 2 + 2 + 1  # zip x 5 x 4 x 3; 14 - 6 excluded + 1
+    assert len(p.tasks) == first_doc + second_doc + 20
+    assert sum(t.name.startswith("Model_") for t in p.tasks) == second_doc
+    assert p.tasks[0].name == "Lr_0.1-Epochs_10-Warmup_0-Wd_0.0001-Eps_1e-08"
+    assert dict(p.tasks[0].env) == {"OMP_NUM_THREADS": "1", "WANDB_NAME": p.tasks[0].name}
+    assert dict(p.tasks[-1].env)["OMP_NUM_THREADS"] == "2"
+
+
+def test_readme_sweep_grammar_example_plans() -> None:
+    from helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Sweep grammar", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    first = "template:\n  a: echo {model} [layers] [heads] [hidden] {lr} {warmup} {batch}\n"
+    first += "default: {layers: 0, heads: 0, hidden: 0, warmup: 0, batch: 0, model: none}\n"
+    p = make_plan(first + block, seed=2)
+    assert len(p.tasks) == 14 - 2 + 1 + 20  # an exclude drops 2, an include adds 1; 20 samples
+    assert all(dict(t.env) == {"OMP_NUM_THREADS": "2"} for t in p.tasks[:13]) and not p.tasks[13].env
+    assert sorted(t.name for t in p.tasks[:13])[0] == "Model_linear-Lr_0.1-Warmup_100"

@@ -206,7 +206,7 @@ class Expansion:
     def __init__(self, blocks: list[Block], rows: Iterable[Row], drew: bool) -> None:
         self.blocks = blocks
         self.rows = rows
-        self.drew = drew  # whether anything random was drawn (the seed mattered)
+        self.drew = drew  # whether anything was drawn with the seed given (not the document's _seed)
 
 
 def expand(
@@ -247,7 +247,7 @@ def expand(
         rows = list(rows)
         _rng("order", seed, grid).shuffle(rows)
         drew = True
-    return Expansion(blocks.blocks, rows, drew)
+    return Expansion(blocks.blocks, rows, drew and grid.seed is None)
 
 
 def _rng(purpose: str, seed: int | str | None, grid: Grid) -> random.Random:
