@@ -239,6 +239,32 @@ def test_zip_pairs_lists_and_crosses_the_rest() -> None:
     assert [t.params["bs"] for t in p.tasks[:4]] == [8, 8, 16, 16]  # lr's group is the outer factor
 
 
+def test_zip_inside_a_sub_grid_pairs_its_own_params() -> None:
+    p = make_plan(
+        """\
+        template: {a: "echo {m} [lr] [wu] [d]"}
+        default: {wu: 0, d: z}
+        ---
+        m:
+          warm:
+            lr: [1, 2, 3]
+            wu: {range: [10, 40, 10]}
+            d: [x, y]
+            _zip: [wu, lr]
+          cold: {lr: 9}
+        """
+    )
+    assert [t.name for t in p.tasks] == [
+        "M_warm-Lr_1-Wu_10-D_x",
+        "M_warm-Lr_1-Wu_10-D_y",
+        "M_warm-Lr_2-Wu_20-D_x",
+        "M_warm-Lr_2-Wu_20-D_y",
+        "M_warm-Lr_3-Wu_30-D_x",
+        "M_warm-Lr_3-Wu_30-D_y",
+        "M_cold-Lr_9",
+    ]
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 30), st.integers(1, 4), st.integers(0, 3))
 def test_property_zip_of_n_length_lists_gives_n_combinations(n: int, width: int, others: int) -> None:

@@ -11,10 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers import Project
+from slurm_support import slurm_cluster
 
 from mlrunner.errors import SpecError
 from mlrunner.plan import plan
 from mlrunner.spec import parse_spec
+
+__all__ = ["slurm_cluster"]  # the fixture, imported for pytest
 
 T = "template:\n  train: python train.py {p}\n"
 G = T + "---\n"
@@ -312,3 +315,32 @@ def test_resource_option_that_is_no_gpu_is_a_usage_error(project: Project, flag:
     res = project.run("--dry-run", "-r", flag, check=2)
     assert res.stderr.startswith("error: key '-r/--resource'") and "hint:" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.slurm
+def test_slurm_jobs_see_env_attempt_and_the_run(slurm_cluster: None, project: Project) -> None:
+    _write(
+        project,
+        """\
+        template:
+          show: >-
+            printf '%s\\n' "$OMP_NUM_THREADS" "$TAG" "$MLRUNNER_ATTEMPT" "[$MLRUNNER_RETRY]"
+            "$MLRUNNER_RESUMED" "$MLRUNNER_EXPERIMENT_DIR" "$MLRUNNER_RUN_ID"
+            > {_output}/env.$MLRUNNER_ATTEMPT.$MLRUNNER_RESUMED;
+            case {x} in a) test -e {_output}/env.2.0;; *) test -e again;; esac
+        env: {OMP_NUM_THREADS: 1, TAG: "{x} of {_name}"}
+        slurm: {time: 5, cpus_per_task: 1}
+        ---
+        x: [a, b]
+        """,
+    )
+    project.run("--backend", "slurm", "--retries", "1", check=1)
+    out = project.path / "output"
+    a1 = (out / "X_a" / "env.1.0").read_text().splitlines()
+    a2 = (out / "X_a" / "env.2.0").read_text().splitlines()
+    assert a1 == ["1", "a of X_a", "1", "[]", "0", str(out / "X_a"), "1"]
+    assert a2[2:5] == ["2", "[1]", "0"]  # the resubmitted job is the command's second attempt
+    (project.path / "again").touch()
+    project.run("--resume", check=0)
+    b = (out / "X_b" / "env.1.1").read_text().splitlines()
+    assert b[2:] == ["1", "[]", "1", str(out / "X_b"), "1"]  # attempt 1 of the resume, run 1
