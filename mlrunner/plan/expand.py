@@ -165,7 +165,7 @@ def _used(spec: Spec, grids: Sequence[Grid], ctx: Context) -> set[str]:
     return used
 
 
-_MARKS = {"_output": "\x00O\x00", "_name": "\x00N\x00"}  # no param value holds a NUL
+_MARK_OUTPUT, _MARK_NAME = "\x00O\x00", "\x00N\x00"  # no param value holds a NUL
 
 
 def _build(
@@ -180,11 +180,11 @@ def _build(
     groups: dict[tuple[int, tuple[str, ...]], tuple[str, list[tuple[str, str, Any]], bool, Any]] = {}
     orphans: dict[str, None] = {}
     unused: set[str] = set()
-    marks = {**_MARKS, "_time": shlex.quote(time)}
+    marks = {"_output": _MARK_OUTPUT, "_name": _MARK_NAME, "_time": shlex.quote(time)}
     shared_json = None if shared_dir is None else json_str(shared_dir)
     tasks = []
     n_commands = 0
-    seen: dict[tuple[str, ...], int] = {}  # commands with _output/_name marked -> first task
+    seen: dict[tuple[object, ...], int] = {}  # commands (_output, _name marked), env -> first task
     same: list[tuple[int, int]] = []  # (earlier task, a task that runs its commands)
     for index, (name, _, params_json, gp, combo, cmd_list) in enumerate(protos):
         cmds = tuple(cmd_list)
@@ -205,18 +205,23 @@ def _build(
             )
         cj, renders, uses_reserved, env = group
         output_dir = shared_dir if shared_dir is not None else prefix + name
-        texts = tuple(
+        # the commands with {_output} and {_name} marked: equal texts run the same thing
+        texts = [
             fmt.format(*[marks[s] if i < 0 else s[combo[i]] for i, s in sources]).strip()
             for _, fmt, sources in renders
-        )
-        task_env = env.render(combo, {"_output": output_dir, "_name": name, "_time": time})
-        first = seen.setdefault((*cmds, *texts, *env.signature(task_env)), index)
+        ]
+        task_env = env.constant
+        if task_env is None:
+            task_env = env.render(combo, {"_output": output_dir, "_name": name, "_time": time})
+            first = seen.setdefault((cmds, *texts, *env.signature(task_env)), index)
+        else:
+            first = seen.setdefault((cmds, env.key, *texts), index)
         if first != index:
             same.append((first, index))
         if uses_reserved:
             out, nm = shlex.quote(output_dir), shlex.quote(name)
-            texts = tuple(t.replace(_MARKS["_output"], out).replace(_MARKS["_name"], nm) for t in texts)
-        commands = tuple(Command(c, t) for c, t in zip(cmds, texts, strict=True))
+            texts = [t.replace(_MARK_OUTPUT, out).replace(_MARK_NAME, nm) for t in texts]
+        commands = tuple([Command(c, t) for c, t in zip(cmds, texts, strict=True)])
         n_commands += len(commands)
         key_text = f"[{params_json},{cj},{shared_json or json_str(output_dir)}]"
         tasks.append(
@@ -246,10 +251,11 @@ class _Env:
     def __init__(self, renders: list[tuple[str, str, list[tuple[int, Any]]]]) -> None:
         self.renders = renders
         self.constant: Mapping[str, str] | None = None
+        self.key: tuple[str, ...] = ()  # a constant environment, telling apart tasks of other groups
         if not any(sources for _, _, sources in renders):
-            self.constant = (
-                MappingProxyType({n: fmt.format() for n, fmt, _ in renders}) if renders else self.NONE
-            )
+            constant = {n: fmt.format() for n, fmt, _ in renders}
+            self.constant = MappingProxyType(constant) if renders else self.NONE
+            self.key = self.signature(self.constant)
 
     def render(self, combo: tuple[int, ...], reserved: Mapping[str, str]) -> Mapping[str, str]:
         if self.constant is not None:
