@@ -42,9 +42,10 @@ def test_range_is_pythons_with_exact_float_steps() -> None:
     assert check_gen("range", [0, 10, 3]).values() == (0, 3, 6, 9)  # ints stay ints
     assert check_gen("range", [3, 0, -1]).values() == (3, 2, 1)
     assert check_gen("range", [1, 0, -0.25]).values() == (1.0, 0.75, 0.5, 0.25)
-    assert check_gen("range", [0, 1, 0.1]).values()[-1] == 0.9 and len(check_gen("range", [0, 1, 0.1])) == 10
+    assert check_gen("range", [0, 1, 0.1]).values()[-1] == 0.9 and check_gen("range", [0, 1, 0.1]).size == 10
     big = check_gen("range", [0, 10**12])
-    assert len(big) == 10**12 and big.at(10**12 - 1) == 10**12 - 1  # never listed to be counted
+    assert big.size == 10**12 and big.at(10**12 - 1) == 10**12 - 1  # never listed to be counted
+    assert check_gen("range", [0, 10**4000, 7]).size == -(-(10**4000) // 7)  # past what len() takes
 
 
 @settings(max_examples=200, deadline=None)
@@ -113,7 +114,7 @@ def test_property_generated_values_stay_within_their_bounds(
 
 
 def _sampled(gen: Gen) -> list[object]:
-    n = len(gen)
+    n = gen.size
     return [gen.at(i) for i in sorted({0, 1, n // 2, n - 2, n - 1}) if 0 <= i < n]
 
 
@@ -429,6 +430,18 @@ def test_sample_of_new_forms_is_reproducible_and_respects_excludes() -> None:
         seed=1,
     )  # 2e12 combinations: sampled without being listed
     assert len(huge.tasks) == 5 and all(t.params["m"] == "b" for t in huge.tasks)
+    ranges = make_plan(
+        "template: {a: 'echo {x} {y}'}\n---\nx: {range: [0, 1000000000000]}\n"
+        "y: {linspace: [0, 1, 1000000000000]}\n_zip: [x, y]\n",
+        sample=3,
+        seed=1,
+    )  # a plain document of huge ranges: only the drawn values are listed
+    text = "template: {a: 'echo {x} {y}'}\n---\nx: {range: [0, 10000000000]}\ny: {range: [0, 10000000000]}\n"
+    beyond = make_plan(text, sample=2, seed=1)
+    assert len(beyond.tasks) == 2  # 10**20 combinations: more than len() takes
+    assert len(ranges.tasks) == 3 and all(
+        t.params["y"] == round12(t.params["x"] / 999999999999) for t in ranges.tasks
+    )
 
 
 # --------------------------------------------------------------------------- dedup, env, attempt
@@ -478,6 +491,11 @@ def test_tasks_differing_only_in_env_are_not_identical() -> None:
     assert p.warnings == ()
     q = make_plan("template: {a: echo}\n---\nx: [1, 2]\n")
     assert len(q.warnings) == 1 and "differ only in x (used by no command)" in q.warnings[0]
+
+
+def test_sample_option_draws_at_most_n_of_a_samples_document() -> None:
+    p = make_plan(SAMPLED, seed=5, sample=4)
+    assert [t.params for t in p.tasks] == [t.params for t in make_plan(SAMPLED, seed=5).tasks][:4]
 
 
 def test_samples_document_never_lists_its_product() -> None:

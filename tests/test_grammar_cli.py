@@ -21,6 +21,7 @@ __all__ = ["slurm_cluster"]  # the fixture, imported for pytest
 
 T = "template:\n  train: python train.py {p}\n"
 G = T + "---\n"
+DEEP = "".join(f"{'    ' * i}p{i}:\n{'    ' * i}  v:\n" for i in range(40)) + " " * 160 + "x: 1\n"
 BOMB = "&a0 {k: 1}"
 for _i in range(1, 9):
     BOMB = f"&a{_i} {{<<: [{BOMB}, " + ", ".join([f"*a{_i - 1}"] * 8) + "]}"
@@ -90,6 +91,7 @@ BAD = [
     ("alias-bomb", G + "<<: " + BOMB + "\np: 1\n", 4, None, "aliases (*name) of this document repeat",
      "fewer aliases"),
     ("alias-loop", G + "p: &a {x: *a}\n", 4, None, "refers to a node that contains it", "*name"),
+    ("subgrid-too-deep", G + DEEP, 68, "p32", "nest more than 32 deep", "flatten"),
     # found while planning
     ("env-no-value", T + "env: {X: '{nope}'}\n---\np: 1\n", 3, "env.X", "'nope' has no value", "default:"),
     ("env-bool-param", G + "_env: {X: '{q}'}\nq: [true]\np: 1\n", 4, "_env.X", "is a boolean", "quote"),

@@ -173,7 +173,7 @@ def _ordered(items: list[Item]) -> Iterator[tuple[str, Value]]:
 def count(grid: Grid, sample: int | None = None) -> int:
     """How many tasks a document gives at most (before its excludes and dedup), unexpanded."""
     if grid.samples is not None:
-        return grid.samples + len(grid.include)
+        return (grid.samples if sample is None else min(sample, grid.samples)) + len(grid.include)
     total = Space(grid.body).count
     if sample is not None:
         total = min(total, sample)
@@ -227,14 +227,15 @@ def expand(
     blocks = Blocks()
     drew = sample is not None
     rows: Iterable[Row]
-    if grid.samples is not None:
-        rows, drew = _draw(spec, grid, blocks, excluded, _rng("samples", seed, grid)), True
+    if grid.samples is not None:  # --sample N draws at most N of them
+        n = grid.samples if sample is None else min(sample, grid.samples)
+        rows, drew = _draw(spec, grid, n, blocks, excluded, _rng("samples", seed, grid)), True
     else:
         total, nth, every = _combinations(grid, blocks)
         if sample is not None:
             if grid.plain:  # the draw mlrunner made before issue 15: a resumed run gets its tasks
                 rng = random.Random(f"mlrunner-sample\x00{seed}\x00{grid.params!r}")
-                rows = [nth(i) for i in sorted(rng.sample(range(total), min(sample, total)))]
+                rows = [nth(i) for i in _pick(rng, total, sample)]
             else:
                 rows = _sample(total, sample, nth, excluded, blocks, _rng("sample", seed, grid))
         else:
@@ -268,26 +269,25 @@ def _combinations(
     # lists and ranges: one block, the rows itertools.product's (lazy)
     axes = grid.axes
     column = {a.key: i for i, a in enumerate(axes)}
-    blocks.add(Block(tuple(a.key for a in axes), [_listed(a) for a in axes]))
     zipped = {k: g for g in grid.zips for k in g}
     factors = [column[zipped.get(a.key, (a.key,))[0]] for a in axes]  # column -> its factor's column
     firsts = sorted(set(factors))
     sizes = [axes[c].size for c in firsts]
     where = [firsts.index(f) for f in factors]  # column -> its factor
 
-    def nth(i: int) -> Row:
+    def nth(i: int) -> Row:  # only the values drawn are listed (a range may hold 10**12)
         indices = []
         for n in reversed(sizes):
             i, r = divmod(i, n)
             indices.append(r)
         indices.reverse()
-        return 0, tuple(indices[f] for f in where)
+        return blocks.row((a.key, a.value_at(indices[f])) for a, f in zip(axes, where, strict=True))
 
-    def every() -> Iterable[Row]:
+    def every() -> Iterable[Row]:  # at most the task limit: check_size came first
+        blocks.add(Block(tuple(a.key for a in axes), [_listed(a) for a in axes]))
         combos: Iterable[tuple[int, ...]] = itertools.product(*(range(n) for n in sizes))
         if len(firsts) != len(axes):  # zipped columns take the index of their group
-            pick = operator.itemgetter(*where)
-            combos = map(pick, combos) if len(axes) > 1 else ((c[0],) for c in combos)
+            combos = map(operator.itemgetter(*where), combos)
         return ((0, combo) for combo in combos)
 
     return math.prod(sizes), nth, every
@@ -296,6 +296,17 @@ def _combinations(
 def _listed(axis: Axis) -> tuple[Value, ...]:
     assert axis.values is not None
     return axis.values if isinstance(axis.values, tuple) else axis.values.values()
+
+
+def _pick(rng: random.Random, total: int, k: int) -> list[int]:
+    """``k`` distinct numbers below ``total`` (all when fewer), sorted: the combinations
+    ``--sample`` takes. random.sample as before issue 15, but past what ``len()`` takes."""
+    if total < 2**62:
+        return sorted(rng.sample(range(total), min(k, total)))
+    chosen: set[int] = set()
+    while len(chosen) < k:
+        chosen.add(rng.randrange(total))
+    return sorted(chosen)
 
 
 def _sample(
@@ -308,7 +319,7 @@ def _sample(
 ) -> list[Row]:
     """``--sample N`` of a document: N combinations its excludes keep, in plan order."""
     if excluded is None:
-        return [nth(i) for i in sorted(rng.sample(range(total), min(sample, total)))]
+        return [nth(i) for i in _pick(rng, total, sample)]
 
     def kept(i: int) -> Row | None:
         row = nth(i)
@@ -334,17 +345,17 @@ def _sample(
 def _draw(
     spec: Spec,
     grid: Grid,
+    n: int,
     blocks: Blocks,
     excluded: Callable[[Block, tuple[int, ...]], bool] | None,
     rng: random.Random,
 ) -> list[Row]:
-    """A ``_samples: N`` document: N combinations drawn (lists uniformly, distributions as
-    stated, a branch uniformly among its values), excluded ones drawn again."""
-    assert grid.samples is not None
+    """``n`` combinations of a ``_samples`` document, drawn (lists uniformly, distributions
+    as stated, a branch uniformly among its values); excluded ones are drawn again."""
     space = Space(grid.body)
     rows: list[Row] = []
-    budget = grid.samples * MAX_DRAWS_PER_SAMPLE
-    while len(rows) < grid.samples:
+    budget = n * MAX_DRAWS_PER_SAMPLE
+    while len(rows) < n:
         row = blocks.row(_ordered(space.draw(rng)))
         if excluded is None or not excluded(blocks.blocks[row[0]], row[1]):
             rows.append(row)
@@ -353,7 +364,7 @@ def _draw(
         if budget <= 0:
             raise SpecError(
                 f"'_exclude' rejects nearly every draw of grid {grid.index}: {len(rows)} of "
-                f"{grid.samples} samples after {grid.samples * MAX_DRAWS_PER_SAMPLE} rejected draws",
+                f"{n} samples after {n * MAX_DRAWS_PER_SAMPLE} rejected draws",
                 file=spec.path,
                 line=grid.locations.get("_exclude", grid.line),
                 key="_exclude",

@@ -2,9 +2,10 @@
 ``logspace`` (finite, deterministic lists) and the random distributions ``uniform``,
 ``loguniform``, ``randint``, ``normal``, ``choice`` (drawn in a ``_samples`` document).
 
-A :class:`Gen` is never expanded to know its length: ``len()`` is arithmetic and
-:meth:`Gen.at` gives one value, so a ``{range: [0, 1e12]}`` costs nothing until the plan
-asks for its values (and the plan refuses a sweep that big before it does). Generated floats
+A :class:`Gen` is never expanded to know its length: ``Gen.size`` is arithmetic (not
+``len()``, which stops at 2**63) and :meth:`Gen.at` gives one value, so a
+``{range: [0, 1e12]}`` costs nothing until the plan asks for its values (and the plan
+refuses a sweep that big before it does). Generated floats
 are rounded to 12 significant digits (:func:`round12`), so ``0.30000000000000004`` never
 reaches a command or a directory name. No numpy: the numbers are numpy's formulas, and the
 tests compare them with numpy.
@@ -79,14 +80,11 @@ def _dec(v: Number) -> Decimal:
 # --------------------------------------------------------------------------- finite lists
 @dataclass(frozen=True)
 class Gen:
-    """A finite generated list; ``len(gen)`` values, ``gen.at(i)`` the i-th."""
+    """A finite generated list: ``size`` values, ``at(i)`` the i-th."""
 
     kind: str  # one of GENERATORS
     args: tuple[Number, ...]
     size: int
-
-    def __len__(self) -> int:
-        return self.size
 
     def at(self, i: int) -> Value:
         if not 0 <= i < self.size:
@@ -136,7 +134,7 @@ def _geomspace_at(args: tuple[Number, ...], i: int) -> float:
 
 def _range_size(start: Number, stop: Number, step: Number) -> int:
     if isinstance(start, int) and isinstance(stop, int) and isinstance(step, int):
-        return len(range(start, stop, step))
+        return max(0, -((start - stop) // step))  # len(range(...)), which overflows past 2**63
     from decimal import ROUND_CEILING
 
     n = (_dec(stop) - _dec(start)) / _dec(step)

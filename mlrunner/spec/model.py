@@ -84,6 +84,8 @@ class Axis:
         """How many values it lists or generates (branches: how many; a distribution: 0)."""
         if self.branches is not None:
             return len(self.branches)
+        if isinstance(self.values, Gen):
+            return self.values.size  # not len(): a range may hold more than 2**63 values
         return 0 if self.values is None else len(self.values)
 
     def value_at(self, i: int) -> Value:

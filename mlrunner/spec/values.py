@@ -22,11 +22,15 @@ from mlrunner.spec.reader import Reader, Value, is_null, line_of
 
 Aliases = Mapping[str, Mapping[str, Mapping[str, Value]]]
 _KNOWN = GENERATORS + DISTRIBUTIONS
+MAX_DEPTH = 32  # sub-grids within sub-grids (each level is a few Python frames)
 
 
-def read_axis(r: Reader, name: str, key_node: Node, node: Node, aliases: Aliases, where: str) -> Axis:
+def read_axis(
+    r: Reader, name: str, key_node: Node, node: Node, aliases: Aliases, where: str, depth: int = 0
+) -> Axis:
     """The param ``name`` (its key at ``key_node``) with the value ``node``; ``where`` names
-    its place for messages ('' at the top of a document, else the sub-grid's path)."""
+    its place for messages ('' at the top of a document, else the sub-grid's path), ``depth``
+    how many sub-grids hold it."""
     line = line_of(key_node)
     if isinstance(node, SequenceNode):
         if not node.value:
@@ -41,8 +45,8 @@ def read_axis(r: Reader, name: str, key_node: Node, node: Node, aliases: Aliases
     items = r.items(node, name, any_keys=True)
     if len(items) == 1 and items[0][0] in _KNOWN:
         return _generator(r, name, line, items[0], aliases)
-    for k, kn, vn in items:
-        if isinstance(vn, SequenceNode) or (len(items) == 1 and k in _KNOWN):
+    for k, kn, vn in items:  # a list is no sub-grid: a generator, mistyped or not alone
+        if isinstance(vn, SequenceNode):
             guess = did_you_mean(k, _KNOWN)
             known = k in _KNOWN
             raise r.error(
@@ -53,7 +57,11 @@ def read_axis(r: Reader, name: str, key_node: Node, node: Node, aliases: Aliases
                 + f"valid forms: a list [a, b], a single value, {valid_forms()}; "
                 "or a conditional sub-grid {value: {param: [values]}, other: {}}",
             )
-    return _branches(r, name, line, node, aliases, where)
+    if depth >= MAX_DEPTH:
+        raise r.error(
+            f"sub-grids nest more than {MAX_DEPTH} deep here", key_node, name, hint="flatten the sweep"
+        )
+    return _branches(r, name, line, node, aliases, where, depth)
 
 
 def _generator(r: Reader, name: str, line: int, item: tuple[str, Node, Node], aliases: Aliases) -> Axis:
@@ -76,7 +84,9 @@ def _generator(r: Reader, name: str, line: int, item: tuple[str, Node, Node], al
     return Axis(name, line, dist=dist)
 
 
-def _branches(r: Reader, name: str, line: int, node: MappingNode, aliases: Aliases, where: str) -> Axis:
+def _branches(
+    r: Reader, name: str, line: int, node: MappingNode, aliases: Aliases, where: str, depth: int
+) -> Axis:
     hint = f"e.g. {name}: {{transformer: {{layers: [6, 12]}}, lstm: {{hidden: [256]}}, linear: {{}}}}"
     if not node.value:
         raise r.error(
@@ -99,7 +109,7 @@ def _branches(r: Reader, name: str, line: int, node: MappingNode, aliases: Alias
         if is_null(sub_node):
             sub = SubGrid(line_of(key_node), ())
         elif isinstance(sub_node, MappingNode):
-            sub = read_subgrid(r, sub_node, aliases, path + " > ")
+            sub = read_subgrid(r, sub_node, aliases, path + " > ", depth + 1)
         else:
             raise r.error(
                 f"the sub-grid of {name}: {value} must be a mapping of param: values (or {{}} for none)",
@@ -111,7 +121,7 @@ def _branches(r: Reader, name: str, line: int, node: MappingNode, aliases: Alias
     return Axis(name, line, branches=tuple(branches))
 
 
-def read_subgrid(r: Reader, node: MappingNode, aliases: Aliases, where: str) -> SubGrid:
+def read_subgrid(r: Reader, node: MappingNode, aliases: Aliases, where: str, depth: int) -> SubGrid:
     """A conditional sub-grid: params in any form, nesting included, and ``_zip``."""
     axes: list[Axis] = []
     zip_node: Node | None = None
@@ -127,7 +137,7 @@ def read_subgrid(r: Reader, node: MappingNode, aliases: Aliases, where: str) -> 
                 "document settings go at the top of the document",
             )
         else:
-            axes.append(read_axis(r, name, key_node, value_node, aliases, where))
+            axes.append(read_axis(r, name, key_node, value_node, aliases, where, depth))
     zips = read_zip(r, zip_node, axes) if zip_node is not None else ()
     return SubGrid(line_of(node), tuple(axes), zips)
 
