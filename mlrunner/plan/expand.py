@@ -184,7 +184,7 @@ def _build(
     shared_json = None if shared_dir is None else json_str(shared_dir)
     tasks = []
     n_commands = 0
-    seen: dict[tuple[object, ...], int] = {}  # commands (_output, _name marked), env -> first task
+    seen: dict[str, int] = {}  # commands (_output, _name marked), env -> first task
     same: list[tuple[int, int]] = []  # (earlier task, a task that runs its commands)
     for index, (name, _, params_json, gp, combo, cmd_list) in enumerate(protos):
         cmds = tuple(cmd_list)
@@ -193,7 +193,7 @@ def _build(
             used = set().union(*(ctx.templates[c].params for c in cmds))
             env_items = tuple({**dict(gp.spec.env), **dict(gp.grid.env)}.items())
             used.update(m[1] for _, text in env_items for m in ENV_FIELD_RE.finditer(text))
-            env = _Env(gp.env(env_items))
+            env = _Env(gp.env(env_items), cmds)
             orphans.update((k, None) for k in gp.resolved_keys if k not in used)
             unused.update(k for k in gp.resolved_keys if k not in used)
             renders = [(c, *gp.command(c)) for c in cmds]
@@ -213,9 +213,10 @@ def _build(
         task_env = env.constant
         if task_env is None:
             task_env = env.render(combo, {"_output": output_dir, "_name": name, "_time": time})
-            first = seen.setdefault((cmds, *texts, *env.signature(task_env)), index)
-        else:
-            first = seen.setdefault((cmds, env.key, *texts), index)
+            signature = "\x01".join([env.prefix, *texts, *env.signature(task_env)])
+        else:  # a str, not a tuple: nothing more for the garbage collector to scan
+            signature = "\x01".join([env.prefix, *texts])
+        first = seen.setdefault(signature, index)
         if first != index:
             same.append((first, index))
         if uses_reserved:
@@ -248,14 +249,17 @@ class _Env:
 
     NONE: Mapping[str, str] = MappingProxyType({})
 
-    def __init__(self, renders: list[tuple[str, str, list[tuple[int, Any]]]]) -> None:
+    def __init__(
+        self, renders: list[tuple[str, str, list[tuple[int, Any]]]], commands: tuple[str, ...]
+    ) -> None:
         self.renders = renders
         self.constant: Mapping[str, str] | None = None
-        self.key: tuple[str, ...] = ()  # a constant environment, telling apart tasks of other groups
+        # what starts the signature of a task of this group: its commands, a constant environment
+        self.prefix = "\x02".join(commands)
         if not any(sources for _, _, sources in renders):
             constant = {n: fmt.format() for n, fmt, _ in renders}
             self.constant = MappingProxyType(constant) if renders else self.NONE
-            self.key = self.signature(self.constant)
+            self.prefix = "\x01".join([self.prefix, *self.signature(self.constant)])
 
     def render(self, combo: tuple[int, ...], reserved: Mapping[str, str]) -> Mapping[str, str]:
         if self.constant is not None:
