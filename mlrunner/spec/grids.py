@@ -128,14 +128,28 @@ def _setting(
     v = r.value(node, name, name)
     if name == "_order":
         if v not in ORDERS:
-            raise r.error(f"'_order' must be one of {', '.join(ORDERS)}, not {v!r}", node, name)
+            raise r.error(
+                f"'_order' must be one of {', '.join(ORDERS)}, not {v!r}", node, name, hint="_order: shuffle"
+            )
         return v
     if isinstance(v, bool) or not isinstance(v, int) or (v < 1 and name != "_seed"):
         what = "an integer" if name == "_seed" else "an integer >= 1"
-        raise r.error(f"'{name}' must be {what}, not {v!r}", node, name)
+        raise r.error(f"'{name}' must be {what}, not {v!r}", node, name, hint=_EXAMPLES[name])
     if name == "_gpus" and v > MAX_GPUS:
-        raise r.error(f"'_gpus' asks for {v} GPUs per task, more than {MAX_GPUS}", node, name)
+        raise r.error(
+            f"'_gpus' asks for {v} GPUs per task, more than {MAX_GPUS}",
+            node,
+            name,
+            hint="_gpus is the number of GPUs one task needs, e.g. _gpus: 2",
+        )
     return v
+
+
+_EXAMPLES = {
+    "_gpus": "the GPUs one task needs, e.g. _gpus: 2",
+    "_samples": "how many tasks to draw, e.g. _samples: 20",
+    "_seed": "e.g. _seed: 1",
+}
 
 
 def _walk(axes: tuple[Axis, ...] | list[Axis]) -> Iterator[Axis]:
@@ -222,7 +236,12 @@ def _read_exclude(r: Reader, node: Node, known: set[str]) -> tuple[Match, ...]:
                 )
             if isinstance(vn, SequenceNode):
                 if not vn.value:
-                    raise r.error("an '_exclude' list of values is empty", vn, "_exclude")
+                    raise r.error(
+                        "an '_exclude' list of values is empty",
+                        vn,
+                        "_exclude",
+                        hint=f"e.g. {{{key}: [a, b]}}",
+                    )
                 match.append((key, tuple(r.value(n, f"_exclude.{key}") for n in vn.value)))
             else:
                 match.append((key, (r.value(vn, f"_exclude.{key}"),)))
@@ -236,7 +255,12 @@ def _read_include(r: Reader, node: Node, aliases: Aliases) -> tuple[Combination,
         combination: list[tuple[str, Value]] = []
         for key, kn, vn in entry:
             if key.startswith("_") or key in RESERVED_NAMES:
-                raise r.error(f"'{key}' cannot be set in an '_include' entry", kn, "_include")
+                raise r.error(
+                    f"'{key}' cannot be set in an '_include' entry",
+                    kn,
+                    "_include",
+                    hint="an entry lists params and their values, e.g. {model: transformer, lr: 0.001}",
+                )
             value = r.value(vn, f"_include.{key}", "_include value")
             if key in aliases and choice_key(value) not in aliases[key]:
                 raise r.error(

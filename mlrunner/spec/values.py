@@ -93,17 +93,10 @@ def _branches(
             "an empty mapping is no value", node, name, hint=f"give a list of values; a sub-grid: {hint}"
         )
     branches: list[tuple[Value, SubGrid]] = []
-    seen: dict[object, int] = {}
-    for key_node, sub_node in node.value:
+    for key_node, sub_node in node.value:  # read_axis's r.items() rejected duplicate values
         if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
             raise r.error("a conditional sub-grid's keys must be plain values", key_node, name, hint=hint)
         value = r.value(key_node, name, "conditional value")
-        typed = (value.__class__, value)
-        if typed in seen:
-            raise r.error(
-                f"the value {value!r} is listed twice (first on line {seen[typed]})", key_node, name
-            )
-        seen[typed] = line_of(key_node)
         _check_choices(r, name, (value,), [key_node], aliases)
         path = f"{where}{name}: {value}"
         if is_null(sub_node):
