@@ -348,3 +348,22 @@ def test_slurm_jobs_see_env_attempt_and_the_run(slurm_cluster: None, project: Pr
     project.run("--resume", check=0)
     b = (out / "X_b" / "env.1.1").read_text().splitlines()
     assert b[2:] == ["1", "[]", "1", str(out / "X_b"), "1"]  # attempt 1 of the resume, run 1
+
+
+def test_status_names_a_cpu_slot_as_a_slot(project: Project) -> None:
+    import signal
+    import time
+
+    _write(project, "template:\n  a: touch {_output}/started; sleep 60\n---\nx: [1, 2]\n")
+    proc = project.popen("-r", "cpu:1", "--grace", "1")
+    try:
+        deadline = time.monotonic() + 30
+        while not list((project.path / "output").glob("*/started")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the command never started"
+            time.sleep(0.1)
+        res = project.mlrunner("status", check=0)
+        assert "  slot 0  a  " in res.stdout and "gpu" not in res.stdout, res.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert "START   slot: 0, a" in out

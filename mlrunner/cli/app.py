@@ -394,7 +394,9 @@ def status_command(output: OutputOpt = "output", as_json: JsonOpt = False) -> No
     for a in live:
         started = a.get("started_at")
         elapsed = f"{now - started:.0f}s" if isinstance(started, (int, float)) else str(started)
-        typer.echo(f"  gpu {a.get('resource')}  {a.get('command')}  {a.get('output_dir')}  {elapsed}")
+        where = str(a.get("resource"))
+        where = f"slot {where[4:]}" if where.startswith("cpu:") else f"gpu {where}"  # a CPU slot: cpu:N
+        typer.echo(f"  {where}  {a.get('command')}  {a.get('output_dir')}  {elapsed}")
 
 
 @app.command("restore")
