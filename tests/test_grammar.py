@@ -552,3 +552,46 @@ def test_readme_sweep_grammar_example_plans() -> None:
     assert len(p.tasks) == 14 - 2 + 1 + 20  # an exclude drops 2, an include adds 1; 20 samples
     assert all(dict(t.env) == {"OMP_NUM_THREADS": "2"} for t in p.tasks[:13]) and not p.tasks[13].env
     assert sorted(t.name for t in p.tasks[:13])[0] == "Model_linear-Lr_0.1-Warmup_100"
+
+
+HOSTILE = [
+    "$(touch pwned)",
+    "it's",
+    'say "hi"',
+    "a; touch pwned",
+    "..",
+    "../../etc",
+    "[b]bold[/b]",
+    " x ",
+    "{p}",
+]
+
+
+def test_hostile_values_of_every_form_reach_bash_and_the_environment_literally(tmp_path: object) -> None:
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    work = Path(str(tmp_path))
+    grid = {
+        "m": {v: {"q": [v]} for v in HOSTILE},  # conditional sub-grid: hostile keys and values
+        "z": HOSTILE,
+        "w": list(reversed(HOSTILE)),
+        "_zip": ["z", "w"],
+    }
+    text = (
+        'template: {a: "printf \'%s\\\\0\' {m} {q} {z} {w} \\"$E\\" > {_output}/out"}\n'
+        "env: {E: '{z}|{q}'}\n---\n" + json.dumps(grid) + "\n"
+    )
+    p = make_plan(text, output=str(work / "out 'dir' $(x)"))
+    assert len(p.tasks) == len(HOSTILE) ** 2
+    for t in p.tasks:
+        os.makedirs(t.output_dir, exist_ok=True)
+        env = {**os.environ, **t.env}
+        subprocess.run(["bash", "-c", t.commands[0].text], cwd=work, env=env, check=True)
+        got = (Path(t.output_dir) / "out").read_bytes().decode().split("\0")[:-1]
+        m, q, z, w = (t.params[k] for k in "mqzw")
+        assert got == [m, q, z, w, f"{z}|{q}"]
+        assert os.path.dirname(t.output_dir) == str(work / "out 'dir' $(x)")
+    assert not (work / "pwned").exists()
