@@ -147,8 +147,6 @@ def run_command(
             )
         if as_json and not dry_run:
             raise UsageError("--json goes with --dry-run", key="--json", hint="run --dry-run --json")
-        if order is not None and order not in ("document", "shuffle"):
-            raise UsageError(f"unknown order '{order}'", key="--order", hint="use document or shuffle")
         req = RunRequest(
             params_path=yaml_path,
             output=output,

@@ -8,7 +8,7 @@ mistyped, tasks that would run identical commands), ``expand`` (:func:`plan`). L
 belong to the experiment dir: :func:`mlrunner.expdir.log_name`.
 """
 
-from mlrunner.plan.expand import MAX_TASKS, ORDERS, plan
+from mlrunner.plan.expand import MAX_TASKS, plan
 from mlrunner.plan.names import (
     EMPTY_NAME,
     MAX_NAME_BYTES,
@@ -24,7 +24,6 @@ from mlrunner.plan.tasks import Command, Plan, Task
 __all__ = [
     "EMPTY_NAME",
     "MAX_TASKS",
-    "ORDERS",
     "MAX_NAME_BYTES",
     "Command",
     "Plan",

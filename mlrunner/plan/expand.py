@@ -27,10 +27,9 @@ from mlrunner.plan.grid import ENV_FIELD_RE, Context, GridPlan
 from mlrunner.plan.names import fit_name
 from mlrunner.plan.render import canonical, json_str
 from mlrunner.plan.tasks import Command, Plan, Task
-from mlrunner.spec import Grid, Spec
+from mlrunner.spec import ORDERS, Grid, Spec
 
 MAX_TASKS = 1_000_000  # a sweep bigger than this is refused unless run --max-tasks raises it
-ORDERS = ("document", "shuffle")
 
 
 def _select_grids(spec: Spec, title: str | None) -> list[Grid]:

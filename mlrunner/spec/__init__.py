@@ -11,6 +11,7 @@ from mlrunner.spec.generators import Dist, Gen, round12
 from mlrunner.spec.model import (
     ATTEMPT_TEXT,
     CPU_SLOT_PREFIX,
+    ORDERS,
     PLACEHOLDER_RE,
     RESERVED_PARAMS,
     SLURM_KEYS,
@@ -33,6 +34,7 @@ from mlrunner.spec.sections import parse_resource_option
 __all__ = [
     "ATTEMPT_TEXT",
     "CPU_SLOT_PREFIX",
+    "ORDERS",
     "PLACEHOLDER_RE",
     "RESERVED_PARAMS",
     "SLURM_KEYS",
