@@ -15,9 +15,9 @@ in < 10 s. 3 repetitions (``--quick``: 2).
 
 The sweep grammar (issue 15): the same N tasks written with ranges and a zip
 (``a: {range: [0, 100]}`` zipped with ``b: {range: [0, 100]}``, ``c: {range: [0, N/100]}``),
-parse + plan in-process, interleaved with the listed document's: planning stays linear with
-the new forms and takes about the time of the listed values (grammar / listed <= 1.25x at
-the biggest size).
+parse + plan in-process, interleaved with the listed document's: planning takes about the
+time of the listed values (grammar / listed <= 1.25x at the biggest size) and scales as
+they do (its 100k/20k ratio over the listed one's <= 1.25x).
 
     python bench/bench_plan.py [--quick] [--sizes N ...] [--reps R] [--no-install]
 """
@@ -210,12 +210,15 @@ def run(
         Row(f"plan {big // 1000}k: ranges + zip vs listed, parse+plan s", grammar[big].fmt(),
             listed[big].fmt(), f"{r:.2f}x", f"<= {GRAMMAR_RATIO:g}x", verdict(r <= GRAMMAR_RATIO))
     )  # fmt: skip
-    if pairs:
+    if pairs:  # in-process planning grows a little faster than linearly (the garbage collector
+        # scans the tasks made so far), listed or not: the new forms must scale as the lists do
         small, big = max(pairs)
-        r = grammar[big].median / grammar[small].median
+        g = grammar[big].median / grammar[small].median
+        r = g / (listed[big].median / listed[small].median)
         rows.append(
-            Row(f"plan linearity, ranges + zip: {big // 1000}k vs {small // 1000}k", grammar[big].fmt(),
-                grammar[small].fmt(), f"{r:.2f}x", f"<= {factor:g}x", verdict(r <= factor))
+            Row(f"plan scaling, ranges + zip vs listed: {big // 1000}k/{small // 1000}k", f"{g:.2f}x",
+                f"{listed[big].median / listed[small].median:.2f}x", f"{r:.2f}x", f"<= {GRAMMAR_RATIO:g}x",
+                verdict(r <= GRAMMAR_RATIO))
         )  # fmt: skip
     n, limit = ABSOLUTE
     if n in cli:
