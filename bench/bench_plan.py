@@ -13,6 +13,12 @@ command template ``true {a} {b} {c}``; repetitions are interleaved.
 Targets: linear (100k <= 6x 20k; ``--quick``, which stops at 20k: 20k <= 6x 4k) and 100k
 in < 10 s. 3 repetitions (``--quick``: 2).
 
+The sweep grammar (issue 15): the same N tasks written with ranges and a zip
+(``a: {range: [0, 100]}`` zipped with ``b: {range: [0, 100]}``, ``c: {range: [0, N/100]}``),
+parse + plan in-process, interleaved with the listed document's: planning takes about the
+time of the listed values (grammar / listed <= 1.25x at the biggest size) and scales as
+they do (its 100k/20k ratio over the listed one's <= 1.25x).
+
     python bench/bench_plan.py [--quick] [--sizes N ...] [--reps R] [--no-install]
 """
 
@@ -85,6 +91,18 @@ def params_yaml(n: int) -> str:
     return f"{head}---\na: [{ten}]\nb: [{ten}]\nc: [{c}]\n"
 
 
+def grammar_yaml(n: int) -> str:
+    """The N tasks of :func:`params_yaml` written with ranges and a zip (issue 15)."""
+    if n % 100:
+        raise ValueError(f"grid size {n} is not a multiple of 100")
+    head = "---\ntemplate:\n  train: true {a} {b} {c}\nresource: [0, 1]\n"
+    grid = f"a: {{range: [0, 100]}}\nb: {{range: [0, 100]}}\n_zip: [a, b]\nc: {{range: [0, {n // 100}]}}\n"
+    return f"{head}---\n{grid}"
+
+
+GRAMMAR_RATIO = 1.25  # ranges + zip vs listed values, parse + plan, at the biggest size
+
+
 def in_process(python: Path | str, script: str, params: Path, n: int, who: str) -> float:
     """Seconds ``script`` reports for parsing and planning ``params`` (interpreter start excluded)."""
     proc = subprocess.run(
@@ -112,6 +130,8 @@ def run(
     print(f"Planning: run --dry-run for {sizes} tasks, {reps} repetitions; 0.5.9: {note}")
     root = Path(tempfile.mkdtemp(prefix="mlrunner-bench-plan-"))
     cli: dict[int, Sample] = {n: Sample() for n in sizes}  # ours, the whole run --dry-run
+    listed: dict[int, Sample] = {n: Sample() for n in sizes}  # ours, parse + plan, listed values
+    grammar: dict[int, Sample] = {n: Sample() for n in sizes}  # ours, parse + plan, ranges + zip
     inproc: dict[int, Sample] = {n: Sample() for n in sizes if n in OLD_SIZES}  # ours, parse + plan
     base: dict[int, Sample] = {n: Sample() for n in inproc if old is not None}  # 0.5.9, parse + plan
     script = our_script("run")
@@ -119,16 +139,22 @@ def run(
     try:
         for n in sizes:
             (root / f"p-{n}.yaml").write_text(params_yaml(n))
+            (root / f"g-{n}.yaml").write_text(grammar_yaml(n))
         for rep in range(reps):
             for n in sizes:
                 params = root / f"p-{n}.yaml"
-                subjects = ["cli", "inproc", "old"]
-                for s in subjects[rep % 3 :] + subjects[: rep % 3]:
+                subjects = ["cli", "inproc", "old", "listed", "grammar"]
+                for s in subjects[rep % 5 :] + subjects[: rep % 5]:
                     if s == "cli":
                         argv = [script, "--dry-run", "-y", str(params), "-o", str(root / "output")]
                         cli[n].add(timed_run(argv, cwd=root, env=env))
                     elif s == "inproc" and n in inproc:
                         inproc[n].add(in_process(sys.executable, OURS_SCRIPT, params, n, "our"))
+                    elif s == "listed":
+                        listed[n].add(in_process(sys.executable, OURS_SCRIPT, params, n, "our"))
+                    elif s == "grammar":
+                        written = root / f"g-{n}.yaml"
+                        grammar[n].add(in_process(sys.executable, OURS_SCRIPT, written, n, "our"))
                     elif s == "old" and n in base:
                         assert old is not None
                         base[n].add(in_process(old / "bin" / "python", OLD_SCRIPT, params, n, "0.5.9"))
@@ -149,6 +175,10 @@ def run(
         if n in base:
             line += f", 0.5.9 {base[n].fmt()}, ours/0.5.9 {ratio(inproc[n].median, base[n].median)}"
         print(line)
+    print("\nSweep grammar, parse + plan in-process, median (min-max) s: listed values vs ranges + a zip")
+    for n in sizes:
+        print(f"  {n:>7} tasks: listed {listed[n].fmt()}, grammar {grammar[n].fmt()}, "
+              f"grammar/listed {ratio(grammar[n].median, listed[n].median)}")  # fmt: skip
     rows: list[Row] = []
     for n in sizes:
         if n not in inproc:
@@ -174,6 +204,22 @@ def run(
                 verdict(r <= factor),
             )
         )
+    big = sizes[-1]
+    r = grammar[big].median / listed[big].median
+    rows.append(
+        Row(f"plan {big // 1000}k: ranges + zip vs listed, parse+plan s", grammar[big].fmt(),
+            listed[big].fmt(), f"{r:.2f}x", f"<= {GRAMMAR_RATIO:g}x", verdict(r <= GRAMMAR_RATIO))
+    )  # fmt: skip
+    if pairs:  # in-process planning grows a little faster than linearly (the garbage collector
+        # scans the tasks made so far), listed or not: the new forms must scale as the lists do
+        small, big = max(pairs)
+        g = grammar[big].median / grammar[small].median
+        r = g / (listed[big].median / listed[small].median)
+        rows.append(
+            Row(f"plan scaling, ranges + zip vs listed: {big // 1000}k/{small // 1000}k", f"{g:.2f}x",
+                f"{listed[big].median / listed[small].median:.2f}x", f"{r:.2f}x", f"<= {GRAMMAR_RATIO:g}x",
+                verdict(r <= GRAMMAR_RATIO))
+        )  # fmt: skip
     n, limit = ABSOLUTE
     if n in cli:
         rows.append(

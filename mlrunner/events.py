@@ -7,7 +7,7 @@ One frozen dataclass per kind of event; :data:`Event` is their union, so a rende
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -60,6 +60,20 @@ class DryLine(CommandEvent):
     """``--dry-run``: the shell line the command would run."""
 
     line: str
+
+
+@dataclass(frozen=True)
+class DryTask:
+    """``--dry-run --json``: one task as it would run; ``status``: ``finished`` when the
+    ledger (or a 0.5.9 ``stat`` file) says every command of it finished, else ``pending``."""
+
+    position: int
+    total: int
+    name: str
+    output_dir: str
+    params: Mapping[str, object]
+    commands: Mapping[str, str]
+    status: str
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,7 @@ Event: TypeAlias = (
     | Orphans
     | PlanReady
     | DryLine
+    | DryTask
     | Skipped
     | Started
     | Ended

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import typing
 
 import pytest
 
 from mlrunner import events as ev
-from mlrunner.cli.render import PlainRenderer
+from mlrunner.cli.render import JsonRenderer, PlainRenderer
 from mlrunner.status import AttemptStatus, FailureClass, RunStatus
 
 AT = dict(position=2, total=15, output_dir="out dir/X_1", command="train")
@@ -36,6 +37,7 @@ CASES: list[tuple[ev.Event, str, str]] = [
         "START   job: 123, node: n1, gpu: -, train   : 2/15, out dir/X_1\n",
         "",
     ),
+    (ev.Started(**AT, resource="cpu:3"), "START   slot: 3, train   : 2/15, out dir/X_1\n", ""),
     (ev.Skipped(**AT), "SKIP    train   : 2/15, out dir/X_1\n", ""),
     (
         ended(AttemptStatus.FAILED, exit_code=3, log="L 1"),
@@ -58,6 +60,7 @@ CASES: list[tuple[ev.Event, str, str]] = [
         "DRY     train   : 2/15, out dir/X_1\n        CUDA_VISIBLE_DEVICES=0 echo hi > log 2>&1\n",
         "",
     ),
+    (ev.DryTask(1, 2, "X_1", "o/X_1", {"x": 1}, {"a": "echo 1"}, "pending"), "", ""),  # --json only
     (ev.WarningMessage("careful"), "", "WARNING: careful\n"),
     (ev.InfoMessage("Resuming run 1"), "Resuming run 1\n", ""),
     (
@@ -115,6 +118,26 @@ def test_every_event_kind_is_a_frozen_dataclass_of_the_union() -> None:
         assert dataclasses.is_dataclass(kind) and kind.__dataclass_params__.frozen  # type: ignore[attr-defined]
     with pytest.raises(dataclasses.FrozenInstanceError):
         ev.Skipped(**AT).command = "x"  # type: ignore[misc]
+
+
+def test_json_renderer_prints_one_array_and_sends_every_line_to_stderr() -> None:
+    o, e = io.StringIO(), io.StringIO()
+    r = JsonRenderer(o, e)
+    r(ev.Orphans(("q",)))
+    r(ev.DryLine(**AT, line="x"))
+    r(ev.DryTask(1, 1, "X_inf", "o/X_inf", {"x": float("inf"), "s": "$(a)"}, {"a": "echo inf"}, "finished"))
+    assert o.getvalue() == ""
+    r(ev.Summary(summary(status=RunStatus.DRY_RUN)))
+    assert json.loads(o.getvalue()) == [
+        {
+            "name": "X_inf",
+            "output_dir": "o/X_inf",
+            "params": {"x": "inf", "s": "$(a)"},  # strict JSON: no Infinity
+            "commands": {"a": "echo inf"},
+            "status": "finished",
+        }
+    ]
+    assert e.getvalue().startswith("Orphan params: {'q'}\nDry run: 5 tasks")
 
 
 def test_summary_status_is_a_run_status_and_exit_codes() -> None:

@@ -351,7 +351,7 @@ def test_parallel_equals_serial_with_closure_and_lambda(tmp_path: Path) -> None:
         results.append((examiner, pids))
     (serial, serial_pids), (parallel, parallel_pids) = results
     assert serial_pids == {os.getpid()}
-    assert os.getpid() not in parallel_pids and len(parallel_pids) == 2  # really forked
+    assert parallel_pids and os.getpid() not in parallel_pids  # really forked (one worker may take all)
     assert_frame_equal(serial.table(), parallel.table())
     assert serial.experiments == parallel.experiments
     assert serial.caches == parallel.caches

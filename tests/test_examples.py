@@ -67,3 +67,24 @@ def test_examine_walkthrough_runs(project: Project) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "seed" in res.stdout or "mean" in res.stdout
     assert Path(script).read_text().count("# %%") >= 3
+
+
+def test_grammar_example_sweeps_the_quickstart_script(project: Project) -> None:
+    """examples/grammar/: a zip, a conditional sub-grid with an exclude, a random document."""
+    shutil.copytree(ROOT / "examples", project.path / "examples")
+    where = project.path / "examples" / "grammar"
+    project.path = where
+    dry = project.run("--dry-run", "--json", check=0)
+    tasks = json.loads(dry.stdout)
+    assert len(tasks) == 6 + 4 + 4 and "Seed:" not in dry.stderr  # its _samples document has a _seed
+    names = [t["name"] for t in tasks]
+    assert names[:2] == ["Lr_0.05-Epochs_10-Hidden_4", "Lr_0.05-Epochs_10-Hidden_16"]
+    assert names[6:10] == ["Hidden_4-Seed_0", "Hidden_4-Seed_1", "Hidden_32-Lr_0.1", "Hidden_32-Lr_0.3"]
+    res = project.run(check=0, timeout=300)
+    assert "Tasks: 14, Commands: 28" in res.stdout and "No task failed." in res.stdout
+    assert "START   slot: 0" in res.stdout
+    table = json.loads(project.mlrunner("table", "--ledger", "--json", check=0).stdout)
+    assert len(table) == 14 and {row["_status"] for row in table} == {"finished"}
+    assert all(row["val_acc"] > 0.3 for row in table)
+    again = json.loads(project.run("--dry-run", "--json", check=0).stdout)
+    assert [t["status"] for t in again] == ["finished"] * 14

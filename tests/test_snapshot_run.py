@@ -123,7 +123,7 @@ def test_outside_git_the_run_goes_on_with_one_warning(project: Project) -> None:
     project.write(
         """
         template:
-          a: echo hi
+          a: echo hi {x}
         ---
         x: [1, 2]
         """

@@ -11,6 +11,7 @@ from helpers import README_EXAMPLE
 from mlrunner.errors import SpecError, UsageError
 from mlrunner.spec import (
     SLURM_KEYS,
+    Axis,
     Grid,
     ResourceSpec,
     fold_template,
@@ -44,9 +45,12 @@ def test_readme_example_parses_like_059() -> None:
     assert spec.default_map == {"data": "iwslt14", "norm": "batch", "moment": 0.1, "early-stop": False}
     assert spec.resource == ResourceSpec(slots=("0", "1", "2", "3"))
     assert spec.grids == (
-        Grid(1, 22, (("norm", ("new", "batch")), ("moment", (0.1, 0.05))), None, None, None),
-        Grid(2, 26, (("norm", ("batch",)), ("early-stop", (True, False))), None, None, None),
-    )
+        Grid(1, 22, (("norm", ("new", "batch")), ("moment", (0.1, 0.05))), None, None, None,
+             axes=(Axis("norm", 22, ("new", "batch")), Axis("moment", 23, (0.1, 0.05)))),
+        Grid(2, 26, (("norm", ("batch",)), ("early-stop", (True, False))), None, None, None,
+             axes=(Axis("norm", 26, ("batch",)), Axis("early-stop", 27, (True, False)))),
+    )  # fmt: skip
+    assert all(g.plain for g in spec.grids)
     assert spec.slurm is None and spec.slurm_map == {}
     assert spec.aliases == () and spec.alias_map == {}
     assert spec.locations["template.avg"] == 7

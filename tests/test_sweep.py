@@ -364,7 +364,11 @@ def test_names_that_collide_in_059_get_distinct_dirs(name_cwd: Path) -> None:
     assert [names[i] for i in (0, 1, 2, 4, 7)] == ["P_", "P_.", "P_..", "P_1", "P_T"]
     for i, base in ((3, "P_"), (5, "P_1"), (6, "P_1"), (8, "P_T")):
         assert names[i].startswith(base + "-") and len(names[i]) == len(base) + 9
-    assert len(p.warnings) == 4 and "0.5.9 names are not unique" in p.warnings[0]
+    renamed = [w for w in p.warnings if "0.5.9 names are not unique" in w]
+    assert len(renamed) == 4 and len(p.warnings) == 5
+    # 1 and '1' are two tasks (typed params) that run the same `echo --p 1`: said loudly
+    assert "1 task would run exactly the commands of an earlier task" in p.warnings[4]
+    assert "'P_1-" in p.warnings[4] and "differ only in p (rendered alike)" in p.warnings[4]
     assert [t.name for t in plan(parse_spec(text), output="out", time=TIME).tasks] == names
 
 

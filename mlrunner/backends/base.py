@@ -10,6 +10,7 @@ print and never touch SQLite themselves.
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -47,6 +48,25 @@ class RunOptions:
     grace: float = 10.0
     isolate_dir: str | None = None  # run commands here instead of cwd (run --isolate)
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options (slurm overrides)
+    resumed: bool = False  # run --resume (commands see MLRUNNER_RESUMED=1)
+    run_id: int | None = None  # the ledger's run (MLRUNNER_RUN_ID)
+
+
+def task_env(task: Task, options: RunOptions) -> dict[str, str]:
+    """What a task's commands find in their environment besides the machine's and the slot's:
+    the task's ``env:`` values and the MLRUNNER_* variables that hold for every attempt."""
+    return {
+        **task.env,
+        "MLRUNNER_RESUMED": "1" if options.resumed else "0",
+        "MLRUNNER_EXPERIMENT_DIR": os.path.abspath(os.path.join(options.cwd, task.output_dir)),
+        "MLRUNNER_RUN_ID": "" if options.run_id is None else str(options.run_id),
+    }
+
+
+def attempt_env(attempt: int) -> dict[str, str]:
+    """``MLRUNNER_ATTEMPT`` (1, 2, ...) and ``MLRUNNER_RETRY`` ('1' from the second attempt on,
+    else empty: ``${MLRUNNER_RETRY:+--resume}`` passes --resume to retries only)."""
+    return {"MLRUNNER_ATTEMPT": str(attempt), "MLRUNNER_RETRY": "1" if attempt > 1 else ""}
 
 
 @dataclass(frozen=True)

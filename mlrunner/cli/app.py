@@ -21,7 +21,7 @@ from mlrunner.errors import MlrunnerError, UsageError
 if TYPE_CHECKING:
     from mlrunner.cli.console import ConsoleLog, ConsoleStream
     from mlrunner.cli.live import LiveRenderer
-    from mlrunner.cli.render import PlainRenderer
+    from mlrunner.cli.render import JsonRenderer, PlainRenderer
 
 HELP = "Run a LOT of machine-learning experiments on a pool of GPUs, and never lose track of one."
 
@@ -95,8 +95,27 @@ def run_command(
         int | None, typer.Option("--sample", help="Run a random subset of N tasks per grid.")
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed for --sample (reproducible subsets).")
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed of every random draw (--sample, _samples, shuffles); default: chosen, printed.",
+        ),
     ] = None,
+    order: Annotated[
+        str | None,
+        typer.Option("--order", help="Task order in each grid: document (default) or shuffle (seeded)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: the tasks as one JSON array (and their status).")
+    ] = False,
+    max_tasks: Annotated[
+        int | None,
+        typer.Option("--max-tasks", min=1, help="Refuse sweeps of more tasks than this (default 1,000,000)."),
+    ] = None,
+    allow_orphans: Annotated[
+        bool,
+        typer.Option("--allow-orphans", help="Run even when a param no command uses resembles one they use."),
+    ] = False,
     no_subdir: Annotated[
         bool, typer.Option("--no-subdir", help="Write every experiment into the output root itself.")
     ] = False,
@@ -132,8 +151,8 @@ def run_command(
             raise UsageError(
                 f"unexpected argument '{run_id}'", hint="a run id goes with --resume: run --resume RUN_ID"
             )
-        if seed is not None and sample is None:
-            raise UsageError("--seed only makes sense with --sample N", key="--seed")
+        if as_json and not dry_run:
+            raise UsageError("--json goes with --dry-run", key="--json", hint="run --dry-run --json")
         req = RunRequest(
             params_path=yaml_path,
             output=output,
@@ -145,6 +164,10 @@ def run_command(
             debug=debug,
             sample=sample,
             seed=seed,
+            order=order,
+            max_tasks=max_tasks,
+            allow_orphans=allow_orphans,
+            json=as_json,
             no_subdir=no_subdir,
             retries=retries,
             grace=grace,
@@ -163,7 +186,7 @@ def run_command(
 
         log = None if dry_run else ConsoleLog()
         out, err = ConsoleStream(sys.stdout, log), ConsoleStream(sys.stderr, log)
-        renderer = _renderer(output, dry_run, out, err, log)
+        renderer = _renderer(output, dry_run, as_json, out, err, log)
         # Start-up's objects (typer, click, yaml...) live as long as the process: keep the
         # garbage collector from scanning them again during a sweep of many short commands.
         gc.freeze()
@@ -196,7 +219,7 @@ def _quiet_broken(*streams: ConsoleStream) -> None:
 
 
 # run_command's parameters that are not named as the RunRequest fields they fill
-_FIELD_OF = {"yaml_path": "params_path", "command": "commands", "resource": "resources"}
+_FIELD_OF = {"yaml_path": "params_path", "command": "commands", "resource": "resources", "as_json": "json"}
 
 
 def _given(ctx: typer.Context) -> frozenset[str]:
@@ -221,11 +244,13 @@ def _ask_detach() -> bool:
 
 
 def _renderer(
-    output: str, dry_run: bool, out: ConsoleStream, err: ConsoleStream, log: ConsoleLog | None
-) -> LiveRenderer | PlainRenderer:
+    output: str, dry_run: bool, as_json: bool, out: ConsoleStream, err: ConsoleStream, log: ConsoleLog | None
+) -> LiveRenderer | PlainRenderer | JsonRenderer:
     from mlrunner.cli.live import LiveRenderer
-    from mlrunner.cli.render import PlainRenderer
+    from mlrunner.cli.render import JsonRenderer, PlainRenderer
 
+    if as_json:
+        return JsonRenderer(out, err)
     if out.isatty() and not dry_run and os.environ.get("MLRUNNER_PLAIN") != "1":
         return LiveRenderer(output, out, err, log)
     return PlainRenderer(output, out, err, log)
@@ -397,16 +422,22 @@ def status_command(output: OutputOpt = "output", as_json: JsonOpt = False) -> No
     for a in live:
         started = a.get("started_at")
         elapsed = f"{now - started:.0f}s" if isinstance(started, (int, float)) else str(started)
-        typer.echo(f"  gpu {a.get('resource')}  {a.get('command')}  {a.get('output_dir')}  {elapsed}")
+        typer.echo(f"  {_slot(a.get('resource'))}  {a.get('command')}  {a.get('output_dir')}  {elapsed}")
     if orphaned:
         typer.echo(f"running without a runner (its runner died; `run --resume -o {output}` waits for them):")
     for a in orphaned:
         started = a.get("started_at")
         elapsed = f"{now - started:.0f}s" if isinstance(started, (int, float)) else str(started)
         typer.echo(
-            f"  gpu {a.get('resource')}  {a.get('command')}  {a.get('output_dir')}  {elapsed}  "
+            f"  {_slot(a.get('resource'))}  {a.get('command')}  {a.get('output_dir')}  {elapsed}  "
             f"(pid {a.get('pid')}, no runner)"
         )
+
+
+def _slot(resource: object) -> str:
+    """A slot as `status` shows it: 'gpu 0', or 'slot 1' for a CPU slot (cpu:N)."""
+    where = str(resource)
+    return f"slot {where[4:]}" if where.startswith("cpu:") else f"gpu {where}"
 
 
 @app.command("restore")

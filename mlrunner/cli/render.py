@@ -6,13 +6,15 @@ A TTY: a live rich display, one line per running command and an overall progress
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlrunner.events import (
     CommandEvent,
     DryLine,
+    DryTask,
     Ended,
     Event,
     InfoMessage,
@@ -30,6 +32,7 @@ from mlrunner.status import AttemptStatus, RunStatus
 if TYPE_CHECKING:
     from mlrunner.cli.console import ConsoleLog, TextSink
 
+CPU_SLOT = "cpu:"  # mlrunner.spec's CPU_SLOT_PREFIX (not imported: this module starts light)
 STOPPING = "Stopping: no new commands; running ones get SIGTERM (Ctrl-C again to kill at once)"
 
 
@@ -43,7 +46,10 @@ def _where(e: Started) -> str:
         parts.append(f"job: {e.job_id}")
     if e.node:
         parts.append(f"node: {e.node}")
-    parts.append(f"gpu: {e.resource if e.resource is not None else '-'}")
+    if e.resource is not None and e.resource.startswith(CPU_SLOT):
+        parts.append(f"slot: {e.resource[len(CPU_SLOT) :]}")
+    else:
+        parts.append(f"gpu: {e.resource if e.resource is not None else '-'}")
     return ", ".join(parts)
 
 
@@ -152,3 +158,44 @@ class PlainRenderer:
 
     def close(self) -> None:
         """Nothing to tear down (every line is flushed as it is written)."""
+
+
+class JsonRenderer:
+    """``--dry-run --json``: stdout gets one JSON array of the tasks (run order), nothing else;
+    the other lines (orphans, warnings, the seed) go to stderr."""
+
+    def __init__(self, out: TextSink | None = None, err: TextSink | None = None) -> None:
+        self.out: TextSink = out or sys.stdout
+        self.lines = PlainRenderer("", out=err or sys.stderr, err=err or sys.stderr)
+        self.tasks: list[dict[str, Any]] = []
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case DryTask():
+                self.tasks.append(
+                    {
+                        "name": event.name,
+                        "output_dir": event.output_dir,
+                        "params": {k: _json_value(v) for k, v in event.params.items()},
+                        "commands": dict(event.commands),
+                        "status": event.status,
+                    }
+                )
+            case Summary():
+                import json
+
+                self.out.write(json.dumps(self.tasks, indent=2) + "\n")
+                self.out.flush()
+                self.lines(event)
+            case DryLine():
+                return
+            case _:
+                self.lines(event)
+
+    def close(self) -> None:
+        """Nothing to tear down (the array is written with the summary)."""
+
+
+def _json_value(v: object) -> object:
+    """A param as strict JSON takes it: inf and nan as text (JSON has no such numbers)."""
+    return str(v) if isinstance(v, float) and not math.isfinite(v) else v

@@ -2,11 +2,13 @@
 directory names, rendering of ``{p}`` / ``[p]`` templates and of shell lines.
 
 Modules: ``tasks`` (Command, Task, Plan), ``names`` (experiment names), ``render``
-(templates, shell lines), ``grid`` (per-grid tables), ``expand`` (:func:`plan`). Log names
+(templates, shell lines), ``grammar`` (a grid document's combinations: blocks and rows,
+sizes, draws, excludes), ``grid`` (per-block tables), ``checks`` (orphans that look
+mistyped, tasks that would run identical commands), ``expand`` (:func:`plan`). Log names
 belong to the experiment dir: :func:`mlrunner.expdir.log_name`.
 """
 
-from mlrunner.plan.expand import plan
+from mlrunner.plan.expand import MAX_TASKS, plan
 from mlrunner.plan.names import (
     EMPTY_NAME,
     MAX_NAME_BYTES,
@@ -21,6 +23,7 @@ from mlrunner.plan.tasks import Command, Plan, Task
 
 __all__ = [
     "EMPTY_NAME",
+    "MAX_TASKS",
     "MAX_NAME_BYTES",
     "Command",
     "Plan",

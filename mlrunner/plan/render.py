@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+from collections.abc import Mapping
 
 from mlrunner.plan.tasks import Command
 from mlrunner.spec import PLACEHOLDER_RE, Value, template_fields
@@ -38,13 +39,20 @@ def _is_simple(text: str) -> bool:
     return not any(t and set(t) <= set("();<>|&") for t in tokens)
 
 
-def shell_line(command: Command, resource: str, log_path: str | os.PathLike[str]) -> str:
-    """A copy-pasteable line that runs ``command`` as a worker does (for the param file's _scripts)."""
-    env = f"CUDA_VISIBLE_DEVICES={shlex.quote(resource)}"
+def shell_line(
+    command: Command,
+    resource: str,
+    log_path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """A copy-pasteable line that runs ``command`` as a worker does (for the param file's
+    _scripts): ``env`` (the task's env: values) and ``CUDA_VISIBLE_DEVICES`` set."""
+    extra = "".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items())
+    prefix = f"{extra}CUDA_VISIBLE_DEVICES={shlex.quote(resource)}"
     log = shlex.quote(os.fspath(log_path))
     if _is_simple(command.text):
-        return f"{env} {command.text} > {log} 2>&1"
-    return f"{env} bash -c {shlex.quote(command.text)} > {log} 2>&1"
+        return f"{prefix} {command.text} > {log} 2>&1"
+    return f"{prefix} bash -c {shlex.quote(command.text)} > {log} 2>&1"
 
 
 # --------------------------------------------------------------------------- rendering

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from mlrunner.spec import Value
 
@@ -23,6 +25,8 @@ class Task:
     commands: tuple[Command, ...]
     key: str  # sha256 hex of (resolved params, command names + templates, output_dir)
     gpus: int = 1  # from the grid's _gpus
+    # extra environment of its commands (env: and the grid's _env:, rendered); not in the key
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -31,3 +35,5 @@ class Plan:
     orphans: tuple[str, ...]
     n_commands: int
     warnings: tuple[str, ...] = ()  # e.g. a task renamed because its name was taken
+    seed: int | str | None = None  # the seed of its random draws and shuffles
+    drew: bool = False  # whether anything random was drawn (the seed decided tasks or order)

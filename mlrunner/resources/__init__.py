@@ -11,7 +11,7 @@ from mlrunner.resources.gpus import (
     ensure_lock_dir,
     query_gpus,
 )
-from mlrunner.resources.slots import Allocation, SlotAllocator
+from mlrunner.resources.slots import Allocation, SlotAllocator, visible_devices
 
 __all__ = [
     "Allocation",
@@ -23,4 +23,5 @@ __all__ = [
     "default_lock_dir",
     "ensure_lock_dir",
     "query_gpus",
+    "visible_devices",
 ]

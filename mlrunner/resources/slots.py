@@ -10,6 +10,9 @@ ignored. A task needing ``n >= 2`` GPUs (grid ``_gpus: n``) takes a slot with *a
 ``["0,1", "2,3"]`` keep working. Among free fitting slots the smallest fit wins (ties:
 list order), keeping big slots for big tasks.
 
+*CPU slots* (``resource: {cpus: 4}``, ``-r cpu:4``) are fixed slots named ``cpu:0``,
+``cpu:1``, ...: their commands see ``CUDA_VISIBLE_DEVICES`` empty (:func:`visible_devices`).
+
 *GPU pool* (``resource: auto`` or ``{gpus: auto | [0, 1], per_gpu: 2,
 min_free_memory: 10GiB}``): the GPUs are nvidia-smi's (auto) or the given list (checked
 against nvidia-smi when it exists). ``capacity`` is ``per_gpu`` times the number of pool
@@ -52,6 +55,7 @@ from mlrunner.resources.gpus import (
     ensure_lock_dir,
     query_gpus,
 )
+from mlrunner.spec.model import CPU_SLOT_PREFIX
 
 if TYPE_CHECKING:
     from mlrunner.spec import ResourceSpec
@@ -69,11 +73,16 @@ class Allocation:
     token: int = field(default=0, repr=False)  # tells apart allocations that look alike
 
     def env(self) -> dict[str, str]:
-        """Environment variables for the task's command."""
-        env = {"CUDA_VISIBLE_DEVICES": self.visible}
+        """Environment variables for the task's command (a CPU slot ``cpu:N``: no GPU visible)."""
+        env = {"CUDA_VISIBLE_DEVICES": visible_devices(self.visible)}
         if self.pci_bus_order:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return env
+
+
+def visible_devices(slot: str) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for a slot's text: itself, or '' for a CPU slot (``cpu:0``)."""
+    return "" if slot.startswith(CPU_SLOT_PREFIX) else slot
 
 
 @dataclass(frozen=True)

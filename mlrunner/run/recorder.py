@@ -225,6 +225,7 @@ class RunRecorder:
     def command_started(self, item: WorkItem, command: Command, placement: Placement, log_path: Path) -> int:
         """Record a new attempt as running; returns the attempt id."""
         from mlrunner.plan import shell_line
+        from mlrunner.resources import visible_devices
 
         task = item.task
         proc, job = placement.process, placement.job
@@ -258,7 +259,7 @@ class RunRecorder:
                 scripts = self._scripts.setdefault(task.key, {})
                 for c in item.commands:
                     path = log_path if c is command else self.planned_log(item, c)
-                    scripts[c.name] = shell_line(c, placement.resource, path)
+                    scripts[c.name] = shell_line(c, visible_devices(placement.resource), path, task.env)
                 scripts_copy = dict(scripts)
         if write_param:
             params: dict[str, Any] = dict(task.params)  # the user's params

@@ -25,6 +25,9 @@ STORED = (
     "backend",
     "time",
     "slurm",
+    "order",
+    "max_tasks",
+    "allow_orphans",
 )
 RESUME_MAY_CHANGE = ("retries", "grace", "detach")
 _TUPLES = ("commands", "resources")
@@ -45,7 +48,11 @@ class RunRequest:
     dry_run: bool = False
     debug: bool = False
     sample: int | None = None
-    seed: int | None = None
+    seed: int | None = None  # of every random draw; a new run without one gets one (stored)
+    order: str | None = None  # document | shuffle (every grid), None: each grid's _order
+    max_tasks: int | None = None  # None: the plan's limit (1,000,000)
+    allow_orphans: bool = False  # an orphan param resembling a used one is no error
+    json: bool = False  # --dry-run --json: one JSON document of the tasks
     no_subdir: bool = False
     retries: int = 0
     grace: float = 10.0

@@ -22,7 +22,6 @@ from mlrunner import expdir as expfiles
 from mlrunner.backends.base import Adopted, Backend, RunOptions, WorkItem
 from mlrunner.errors import UsageError
 from mlrunner.events import (
-    DryLine,
     Emit,
     InfoMessage,
     Orphans,
@@ -33,6 +32,7 @@ from mlrunner.events import (
     WarningMessage,
     ignore,
 )
+from mlrunner.run.dry import dry_run
 from mlrunner.run.orphans import settle_orphans
 from mlrunner.run.recorder import RunRecorder
 from mlrunner.run.request import RunRequest
@@ -91,7 +91,7 @@ class Runner:
             backend = self._build_backend(req, spec, tasks)  # 3
             summary = RunSummary(run_id=None, n_tasks=len(tasks), n_commands=_n_commands(tasks))
             if req.dry_run:
-                self._dry_run(req, spec, tasks, summary, now)
+                dry_run(req, spec, tasks, summary, now, self.emit)
             else:
                 code = self._snapshot(req, spec, resumed, now)  # 4
                 with self._ledger(req, resumed) as ledger:
@@ -132,7 +132,10 @@ class Runner:
         stored options (but for those given explicitly, see :meth:`RunRequest.resumed`)."""
         if resumed is not None:
             return self.request.resumed(resumed.row.get("options") or {})
-        return dataclasses.replace(self.request, time=now)
+        seed = self.request.seed
+        if seed is None:  # chosen now and stored, so a resume draws and shuffles as this run
+            seed = int.from_bytes(os.urandom(4), "big") >> 1
+        return dataclasses.replace(self.request, time=now, seed=seed)
 
     def _load_spec(self, req: RunRequest, resumed: _Resumed | None) -> Spec:
         """Step 1: params.yaml (a resumed run: the text it stored) -> a validated Spec."""
@@ -148,7 +151,8 @@ class Runner:
         return spec
 
     def _plan(self, req: RunRequest, spec: Spec, now: str) -> list[Task]:
-        """Step 2: the tasks (``--debug``: the first only); orphan params, plan warnings."""
+        """Step 2: the tasks (``--debug``: the first only); orphan params, plan warnings;
+        the seed, when this run chose it and something was drawn with it."""
         from mlrunner import plan as sweep
 
         plan = sweep.plan(
@@ -160,11 +164,16 @@ class Runner:
             seed=req.seed,
             no_subdir=req.no_subdir,
             time=req.time or now,
+            order=req.order,
+            max_tasks=req.max_tasks if req.max_tasks is not None else sweep.MAX_TASKS,
+            allow_orphans=req.allow_orphans,
         )
         tasks = list(plan.tasks)
         if req.debug:
             tasks = tasks[:1]
         self.emit(Orphans(tuple(plan.orphans)))
+        if plan.drew and self.request.seed is None and not req.resume:
+            self.emit(InfoMessage(f"Seed: {plan.seed} (of random draws and order; --seed {plan.seed} again)"))
         for warning in plan.warnings:
             self.emit(WarningMessage(warning))
         return tasks
@@ -187,32 +196,6 @@ class Runner:
         for need in sorted({t.gpus for t in tasks}):
             allocator.check(need)
         return LocalBackend(allocator)
-
-    def _dry_run(
-        self, req: RunRequest, spec: Spec, tasks: Sequence[Task], summary: RunSummary, now: str
-    ) -> None:
-        """``--dry-run`` stops after step 3: each command's line, nothing written."""
-        from mlrunner.plan import shell_line
-
-        slots = spec.resource.slots or ("auto",)
-        total = len(tasks)
-        for i, task in enumerate(tasks):
-            slot = slots[i % len(slots)]
-            for command in task.commands:
-                log = Path(
-                    task.output_dir,
-                    expfiles.log_name(command.name, now, task.name if req.no_subdir else None),
-                )
-                self.emit(
-                    DryLine(
-                        position=i + 1,
-                        total=total,
-                        output_dir=task.output_dir,
-                        command=command.name,
-                        line=shell_line(command, slot, log),
-                    )
-                )
-        summary.status = RunStatus.DRY_RUN
 
     def _snapshot(self, req: RunRequest, spec: Spec, resumed: _Resumed | None, now: str) -> _Code:
         """Step 4: the output root with the params file's copy; the run's git snapshot
@@ -424,6 +407,8 @@ class Runner:
             retries=req.retries,
             grace=req.grace,
             isolate_dir=code.isolate_dir,
+            resumed=req.resume,
+            run_id=summary.run_id,
             extra={
                 "slurm": _slurm_options(req, spec),
                 # the Slurm backend's answer on Ctrl-C: a bool, or a question to ask then

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mlrunner.spec.generators import Dist, Gen
 from mlrunner.spec.reader import Value
 
 SLURM_KEYS = (
@@ -29,11 +30,27 @@ SLURM_KEYS = (
     "constraint",
     "additional_parameters",
 )
-TOP_KEYS = ("template", "default", "resource", "alias", "slurm")
-GRID_KEYS = ("_title", "_cmd", "_gpus")
-RESERVED_PARAMS = ("_output", "_name", "_time")  # values only mlrunner sets
+TOP_KEYS = ("template", "default", "resource", "alias", "slurm", "env")
+GRID_KEYS = (
+    "_title",
+    "_cmd",
+    "_gpus",
+    "_zip",
+    "_exclude",
+    "_include",
+    "_samples",
+    "_seed",
+    "_order",
+    "_env",
+)
+SUBGRID_KEYS = ("_zip",)  # the settings a conditional sub-grid may have
+RESERVED_PARAMS = ("_output", "_name", "_time", "_attempt")  # values only mlrunner sets
 RESERVED_NAMES = frozenset(RESERVED_PARAMS + GRID_KEYS + ("_scripts",))
-RESOURCE_KEYS = ("gpus", "per_gpu", "min_free_memory")
+RESOURCE_KEYS = ("gpus", "per_gpu", "min_free_memory", "cpus")
+ORDERS = ("document", "shuffle")
+MAX_GPUS = 1024  # a task asking for more is a typo (and would not fit a hint in memory)
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ATTEMPT_TEXT = "${MLRUNNER_ATTEMPT}"  # what {_attempt} renders to: bash expands it at each attempt
 SLURM_INT_KEYS = frozenset({"gpus_per_task", "cpus_per_task", "array_parallelism"})
 
 PLACEHOLDER_RE = re.compile(r"\{([\w-]+)\}|\[([\w-]+)\]")
@@ -51,13 +68,76 @@ AliasTable = tuple[tuple[str, AliasChoices], ...]
 
 
 @dataclass(frozen=True)
+class Axis:
+    """One param a grid document (or a sub-grid) writes, and the form of its value: exactly
+    one of ``values`` (a list, a scalar as a 1-tuple, or a :class:`Gen`: finite), ``dist``
+    (drawn in a ``_samples`` document) or ``branches`` (a sub-grid per value)."""
+
+    key: str
+    line: int
+    values: tuple[Value, ...] | Gen | None = None
+    dist: Dist | None = None
+    branches: tuple[tuple[Value, SubGrid], ...] | None = None
+
+    @property
+    def size(self) -> int:
+        """How many values it lists or generates (branches: how many; a distribution: 0)."""
+        if self.branches is not None:
+            return len(self.branches)
+        if isinstance(self.values, Gen):
+            return self.values.size  # not len(): a range may hold more than 2**63 values
+        return 0 if self.values is None else len(self.values)
+
+    def value_at(self, i: int) -> Value:
+        if self.branches is not None:
+            return self.branches[i][0]
+        assert self.values is not None
+        return self.values.at(i) if isinstance(self.values, Gen) else self.values[i]
+
+
+@dataclass(frozen=True)
+class SubGrid:
+    """A conditional sub-grid (or a document's own params): axes in document order, and the
+    groups of them that ``_zip`` pairs element by element."""
+
+    line: int
+    axes: tuple[Axis, ...]
+    zips: tuple[tuple[str, ...], ...] = ()
+
+
+Match = tuple[tuple[str, tuple[Value, ...]], ...]  # an _exclude entry: key -> any of these values
+Combination = tuple[tuple[str, Value], ...]  # an _include entry: key -> value, in its order
+
+
+@dataclass(frozen=True)
 class Grid:
     index: int  # 1-based number of the YAML document among grids
     line: int  # 1-based line where the document starts
-    params: tuple[tuple[str, tuple[Value, ...]], ...]  # in document order; scalar -> 1-tuple
+    params: tuple[tuple[str, tuple[Value, ...]], ...]  # params given as a list or a scalar (0.5.9's grid)
     title: str | None  # _title
     commands: tuple[str, ...] | None  # _cmd
     gpus: int | None  # _gpus (issue 6)
+    axes: tuple[Axis, ...] = ()  # every param with its form, in document order (issue 15)
+    zips: tuple[tuple[str, ...], ...] = ()  # _zip
+    exclude: tuple[Match, ...] = ()  # _exclude
+    include: tuple[Combination, ...] = ()  # _include
+    samples: int | None = None  # _samples: draw this many tasks
+    seed: int | None = None  # _seed
+    order: str | None = None  # _order: document | shuffle
+    env: tuple[tuple[str, str], ...] = ()  # _env: name -> value template ({p} placeholders)
+    # 1-based line of its settings ("_zip", "_exclude", "_env.NAME", ...), for errors found later
+    locations: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def body(self) -> SubGrid:
+        return SubGrid(self.line, self.axes, self.zips)
+
+    @property
+    def plain(self) -> bool:
+        """Only lists and scalars, nothing else of issue 15: expands as 0.5.9 did."""
+        return len(self.axes) == len(self.params) and not (
+            self.zips or self.exclude or self.include or self.samples or self.order == "shuffle"
+        )
 
 
 @dataclass(frozen=True)
@@ -67,6 +147,14 @@ class ResourceSpec:
     gpus: tuple[int, ...] | None = None  # explicit gpus list in the mapping form
     per_gpu: int = 1
     min_free_memory_mib: int | None = None
+
+
+def cpu_slots(n: int) -> tuple[str, ...]:
+    """The slot texts of ``n`` CPU slots (``resource: {cpus: n}``, ``-r cpu:n``)."""
+    return tuple(f"{CPU_SLOT_PREFIX}{i}" for i in range(n))
+
+
+CPU_SLOT_PREFIX = "cpu:"  # a slot whose commands see no GPU (CUDA_VISIBLE_DEVICES empty)
 
 
 @dataclass(frozen=True)
@@ -79,6 +167,7 @@ class Spec:
     resource: ResourceSpec
     grids: tuple[Grid, ...]
     slurm: tuple[tuple[str, object], ...] | None  # validated against SLURM_KEYS
+    env: tuple[tuple[str, str], ...] = ()  # env: name -> value template ({p} placeholders)
     # 1-based line of things errors may point at later: "template.<cmd>", "default.<p>", "alias.<a>"
     locations: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
 

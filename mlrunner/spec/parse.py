@@ -11,7 +11,14 @@ from mlrunner.errors import SpecError, did_you_mean
 from mlrunner.spec.grids import read_grid
 from mlrunner.spec.model import TOP_KEYS, ResourceSpec, Spec, choice_key, template_fields
 from mlrunner.spec.reader import Reader, compose, is_null, line_of
-from mlrunner.spec.sections import read_aliases, read_defaults, read_resource, read_slurm, read_templates
+from mlrunner.spec.sections import (
+    read_aliases,
+    read_defaults,
+    read_env,
+    read_resource,
+    read_slurm,
+    read_templates,
+)
 
 
 def parse_spec(text: str, path: str = "params.yaml") -> Spec:
@@ -54,6 +61,7 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
         read_resource(r, sections["resource"][1]) if "resource" in sections else ResourceSpec(slots=("0",))
     )
     slurm = read_slurm(r, sections["slurm"][1]) if "slurm" in sections else None
+    env = read_env(r, sections["env"][1], "env", locations) if "env" in sections else ()
     alias_map = {n: {c: dict(s) for c, s in cs} for n, cs in aliases}
     for name, value in defaults:
         if name in alias_map and choice_key(value) not in alias_map[name]:
@@ -75,8 +83,11 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
                     hint=f"use the params it sets: {', '.join(next(iter(alias_map[param].values())))}",
                 )
     names = tuple(n for n, _ in templates)
+    default_names = tuple(n for n, _ in defaults)
     grids = tuple(
-        read_grid(r, node, i, names, alias_map) for i, node in enumerate(docs[1:], 1) if not is_null(node)
+        read_grid(r, node, i, names, alias_map, default_names)
+        for i, node in enumerate(docs[1:], 1)
+        if not is_null(node)
     )
     if not grids:
         raise SpecError(
@@ -95,6 +106,7 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
         resource=resource,
         grids=grids,
         slurm=slurm,
+        env=env,
         locations=locations,
     )
 

@@ -26,6 +26,8 @@ _NULL = "tag:yaml.org,2002:null"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_INT_DIGITS = 4300  # Python's limit for int <-> decimal text (sys.get_int_max_str_digits)
+MAX_ALIAS_REPEATS = 100_000  # nodes that aliases (*name) may repeat in one document
 
 
 class Reader:
@@ -41,6 +43,11 @@ class Reader:
         line = node.start_mark.line + 1 if node is not None else None
         return SpecError(message, file=self.path, line=line, key=key, hint=hint)
 
+    def error_at(
+        self, message: str, line: int | None, key: str | None = None, hint: str | None = None
+    ) -> SpecError:
+        return SpecError(message, file=self.path, line=line, key=key, hint=hint)
+
     def scalar(self, node: Node, key: str) -> object:
         """A scalar node's Python value; dates stay text; other tags are an error."""
         if not isinstance(node, ScalarNode):
@@ -51,7 +58,19 @@ class Reader:
         if tag in (_STR, _TIMESTAMP):
             return node.value
         if tag == _INT:
-            return c.construct_yaml_int(node)
+            too_long = self.error(
+                f"an integer with more than {MAX_INT_DIGITS} digits is not supported",
+                node,
+                key,
+                hint="quote it to pass it as text: '123...'",
+            )
+            try:
+                number = c.construct_yaml_int(node)
+            except ValueError:  # Python refuses to read decimal text that long
+                raise too_long from None
+            if number.bit_length() > MAX_INT_DIGITS * 3.32:  # 0x... text: as long in decimal
+                raise too_long
+            return number
         if tag == _FLOAT:
             return c.construct_yaml_float(node)
         if tag == _BOOL:
@@ -145,8 +164,9 @@ def is_null(node: Node) -> bool:
 
 
 def compose(text: str, path: str) -> list[Node]:
+    """The YAML documents of ``text`` as nodes; aliases checked (:func:`check_aliases`)."""
     try:
-        return list(yaml.compose_all(text, Loader=_Loader))
+        docs = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
@@ -164,3 +184,56 @@ def compose(text: str, path: str) -> list[Node]:
         ) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"YAML error: {exc}", file=path, hint="check the file's YAML syntax") from None
+    if "*" in text:  # no '*', no alias
+        for doc in docs:
+            check_aliases(doc, path)
+    return docs
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def check_aliases(root: Node, path: str) -> None:
+    """Reject a document whose aliases loop, or repeat more than :data:`MAX_ALIAS_REPEATS`
+    nodes (a 500-byte "billion laughs" of nested anchors and merge keys would otherwise keep
+    the reader busy for hours). Linear in the distinct nodes: an aliased node is one object."""
+    sizes: dict[int, int] = {}  # id -> nodes under it, aliases expanded
+    on_path = {id(root)}
+    stack = [(root, iter(_children(root)))]
+    while stack:
+        node, kids = stack[-1]
+        child = next(kids, None)
+        if child is None:
+            stack.pop()
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(k)] for k in _children(node))
+            continue
+        if id(child) in on_path:
+            raise SpecError(
+                "an alias refers to a node that contains it (a loop: e.g. a mapping that merges itself)",
+                file=path,
+                line=line_of(child),
+                hint="an alias (*name) may only repeat a node defined before and outside it",
+            )
+        if id(child) not in sizes:
+            on_path.add(id(child))
+            stack.append((child, iter(_children(child))))
+    repeats = sizes[id(root)] - len(sizes)
+    if repeats > MAX_ALIAS_REPEATS:
+        raise SpecError(
+            f"the aliases (*name) of this document repeat {count_text(repeats)} nodes, more than "
+            f"{MAX_ALIAS_REPEATS:,}",
+            file=path,
+            line=line_of(root),
+            hint="write the values out, or nest fewer aliases and merge keys (<<: *name)",
+        )
+
+
+def count_text(n: int) -> str:
+    """``n`` for a message: digits when short, ``about 10^k`` when astronomically long."""
+    return f"{n:,}" if n < 10**15 else f"about 2^{n.bit_length() - 1}"

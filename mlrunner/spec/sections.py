@@ -12,6 +12,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from mlrunner.errors import SpecError, UsageError, did_you_mean
 from mlrunner.spec.model import (
     COMMAND_NAME_RE,
+    CPU_SLOT_PREFIX,
+    ENV_NAME_RE,
     RESERVED_NAMES,
     RESERVED_PARAMS,
     RESOURCE_KEYS,
@@ -21,11 +23,15 @@ from mlrunner.spec.model import (
     AliasChoices,
     AliasTable,
     ResourceSpec,
+    cpu_slots,
     fold_template,
     parse_memory_mib,
     template_fields,
 )
 from mlrunner.spec.reader import Reader, Value, is_null, line_of
+
+MAX_CPU_SLOTS = 4096
+GPU_UUID_PREFIXES = ("GPU-", "MIG-")  # CUDA_VISIBLE_DEVICES also takes device UUIDs
 
 
 # --------------------------------------------------------------------------- sections
@@ -190,6 +196,20 @@ def read_resource(r: Reader, node: Node) -> ResourceSpec:
                 key,
                 hint=(guess + " " if guess else "") + f"valid keys: {', '.join(RESOURCE_KEYS)}",
             )
+        if name == "cpus":
+            n = r.scalar(value_node, key)
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CPU_SLOTS:
+                raise r.error(
+                    f"'cpus' must be a number of CPU slots from 1 to {MAX_CPU_SLOTS}, not {n!r}",
+                    value_node,
+                    key,
+                    hint="resource: {cpus: 4} runs 4 tasks at once, each with no GPU",
+                )
+            if len(r.items(node, "resource")) > 1:
+                raise r.error(
+                    "'cpus' cannot be combined with GPU settings", key_node, key, hint="resource: {cpus: 4}"
+                )
+            return ResourceSpec(slots=cpu_slots(n))
         if name == "gpus":
             if isinstance(value_node, ScalarNode) and r.scalar(value_node, key) == "auto":
                 continue
@@ -260,6 +280,45 @@ def read_slurm(r: Reader, node: Node) -> tuple[tuple[str, object], ...] | None:
     return tuple(out)
 
 
+def read_env(r: Reader, node: Node, where: str, locations: dict[str, int]) -> tuple[tuple[str, str], ...]:
+    """``env:`` (first document) or ``_env:`` (a grid): NAME -> value, ``{p}`` placeholders
+    kept for the plan to fill. Values are text: a number is written as YAML reads it."""
+    hint = f"e.g. {where}: {{OMP_NUM_THREADS: 1, RUN_NAME: '{{_name}}'}}"
+    if is_null(node):
+        return ()
+    if not isinstance(node, MappingNode):
+        raise r.error(f"'{where}' must be a mapping NAME: value", node, where, hint=hint)
+    out: list[tuple[str, str]] = []
+    for name, key_node, value_node in r.items(node, where):
+        key = f"{where}.{name}"
+        if not ENV_NAME_RE.fullmatch(name):
+            raise r.error(
+                "an environment variable's name may only hold letters, digits and '_' "
+                "(and not start with a digit)",
+                key_node,
+                key,
+                hint=hint,
+            )
+        if name.startswith("MLRUNNER_") or name == "CUDA_VISIBLE_DEVICES":
+            raise r.error(
+                f"'{name}' is set by mlrunner itself",
+                key_node,
+                key,
+                hint="CUDA_VISIBLE_DEVICES comes from the slot (`resource`); MLRUNNER_* describe the attempt",
+            )
+        value = r.value(value_node, key, "environment value")
+        if isinstance(value, bool):
+            raise r.error(
+                f"an environment value is text, not the boolean {value}",
+                value_node,
+                key,
+                hint=f"quote it: {name}: '{str(value).lower()}'",
+            )
+        locations[key] = line_of(key_node)
+        out.append((name, str(value)))
+    return tuple(out)
+
+
 def _split_option(values: list[str]) -> Iterator[str]:
     for value in values:
         yield from re.sub(r"\s*,\s*", ",", value.strip()).split()
@@ -271,11 +330,30 @@ def parse_resource_option(values: list[str]) -> ResourceSpec:
     hint = 'e.g. -r 0 -r 1, -r "0 1", -r 0,1 (one 2-GPU slot), or -r auto'
     if not slots:
         raise UsageError("no resource slot given", key="-r/--resource", hint=hint)
-    if "auto" in slots:
+    special = [s for s in slots if s == "auto" or s.startswith(CPU_SLOT_PREFIX)]
+    if special:
         if len(slots) > 1:
-            raise UsageError("'auto' cannot be combined with other slots", key="-r/--resource", hint=hint)
-        return ResourceSpec(slots=None, auto=True)
+            raise UsageError(
+                f"'{special[0]}' cannot be combined with other slots", key="-r/--resource", hint=hint
+            )
+        if special[0] == "auto":
+            return ResourceSpec(slots=None, auto=True)
+        count = special[0][len(CPU_SLOT_PREFIX) :]
+        if not count.isdigit() or not 1 <= int(count) <= MAX_CPU_SLOTS:
+            raise UsageError(
+                f"invalid CPU slots {special[0]!r}",
+                key="-r/--resource",
+                hint=f"-r cpu:N runs N tasks at once with no GPU (1 <= N <= {MAX_CPU_SLOTS}), e.g. -r cpu:4",
+            )
+        return ResourceSpec(slots=cpu_slots(int(count)))
     for slot in slots:
         if not SLOT_RE.fullmatch(slot):
             raise UsageError(f"invalid resource slot {slot!r}", key="-r/--resource", hint=hint)
+        for gpu in slot.split(","):
+            if not (gpu.isdigit() or gpu.startswith(GPU_UUID_PREFIXES)):
+                raise UsageError(
+                    f"'{gpu}' in -r {slot!r} is not a GPU index (nor a GPU-/MIG- UUID)",
+                    key="-r/--resource",
+                    hint=hint + "; -r cpu:4 for 4 slots with no GPU",
+                )
     return ResourceSpec(slots=tuple(slots))

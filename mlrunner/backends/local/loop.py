@@ -62,6 +62,8 @@ from mlrunner.backends.base import (
     Recorder,
     RunOptions,
     WorkItem,
+    attempt_env,
+    task_env,
 )
 from mlrunner.backends.local.leftovers import ATTEMPT_ENV, Leftovers
 from mlrunner.backends.local.live import Live, prefer, spawn_error, write_reason
@@ -264,7 +266,7 @@ class _Loop(Generic[A]):
             self._finish(job)
             return
         extra = alloc.env()  # CUDA_VISIBLE_DEVICES (+ CUDA_DEVICE_ORDER)
-        job.env = {**self.base_env, **extra}
+        job.env = {**self.base_env, **task_env(job.item.task, self.opts), **extra}
         if not job.claimed:
             if not self.rec.claim(job.item):  # another live runner holds the task: skip it
                 self._finish(job)
@@ -320,7 +322,9 @@ class _Loop(Generic[A]):
         attempt = self.rec.command_started(job.item, command, placement, log)
         self.attempts[attempt] = (_named(command.name, job), True)
         try:
-            proc = self.spawner.spawn(command.text, log, {**job.env, ATTEMPT_ENV: str(attempt)})
+            proc = self.spawner.spawn(
+                command.text, log, {**job.env, **attempt_env(job.failures + 1), ATTEMPT_ENV: str(attempt)}
+            )
         except OSError as exc:  # this command cannot start; the others go on
             write_reason(log, spawn_error(exc, command.text))
             job.spawn_failed(attempt, log)

@@ -1,7 +1,8 @@
 """What runs inside a Slurm job, and the result files it leaves behind.
 
 Imported on the compute node by the pickled call submitit makes, so it uses only the
-standard library, :mod:`mlrunner.procs` and :mod:`mlrunner.status`. A job runs one task's
+standard library, :mod:`mlrunner.procs`, :mod:`mlrunner.status` and
+:mod:`mlrunner.backends.base` (the commands' MLRUNNER_* environment). A job runs one task's
 commands in order, each through bash in its own session with its whole output in the
 experiment's log file (as the local backend does) and ``CUDA_VISIBLE_DEVICES`` as Slurm
 set it. A failing command stops the task.
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrunner import procs
+from mlrunner.backends.base import attempt_env
 from mlrunner.status import AttemptStatus
 
 RESULTS_DIR = ".mlrunner-results"
@@ -155,10 +157,11 @@ def _command_env() -> dict[str, str]:
 def run_task(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Run one task's commands in order inside a Slurm job; the entry point submitit pickles.
 
-    ``payload``: ``token``, ``cwd``, ``results_dir``, ``grace`` and ``commands`` (a list
-    of ``{"name", "text", "log_path"}``). Returns a summary on success; when a command
-    fails or is interrupted the job exits with the command's exit code (128+N for a
-    signal), so ``sacct`` shows FAILED with that code.
+    ``payload``: ``token``, ``cwd``, ``results_dir``, ``grace``, ``commands`` (a list
+    of ``{"name", "text", "log_path"}``), ``env`` (the task's extra environment) and
+    ``attempt`` (the first command's attempt number; a requeue adds its restart count).
+    Returns a summary on success; when a command fails or is interrupted the job exits
+    with the command's exit code (128+N for a signal), so ``sacct`` shows FAILED with that code.
     """
     env = os.environ
     token = str(payload["token"])
@@ -202,7 +205,9 @@ def run_task(payload: Mapping[str, Any]) -> dict[str, Any]:
             "error": None,
         }
         path = result_path(results, token, restart, index)
-        status, exit_code, sig = _run_command(command, payload["cwd"], record, path, stop)
+        attempt = (int(payload.get("attempt", 1)) if index == 0 else 1) + restart  # a requeue retries
+        command_env = {**_command_env(), **payload.get("env", {}), **attempt_env(attempt)}
+        status, exit_code, sig = _run_command(command, payload["cwd"], record, path, stop, command_env)
         if status is not AttemptStatus.FINISHED:
             code = exit_code if exit_code is not None else 128 + (sig or 0)
             sys.exit(min(max(code, 1), 255))
@@ -221,14 +226,14 @@ def _handle_signals(stop: _Stop) -> None:
 
 
 def _run_command(
-    command: Mapping[str, Any], cwd: str, record: dict[str, Any], path: Path, stop: _Stop
+    command: Mapping[str, Any], cwd: str, record: dict[str, Any], path: Path, stop: _Stop, env: dict[str, str]
 ) -> tuple[AttemptStatus, int | None, int | None]:
     """Run one command to its end, ``record`` written to ``path`` at its start and its end.
 
     Returns (status, exit code, signal).
     """
     try:
-        proc = procs.spawn(command["text"], log_path=command["log_path"], env=_command_env(), cwd=cwd)
+        proc = procs.spawn(command["text"], log_path=command["log_path"], env=env, cwd=cwd)
     except OSError as exc:  # log dir not writable, cwd gone, no bash ...
         record.update(
             status=AttemptStatus.FAILED, exit_code=127, ended_at=time.time(), error=f"cannot start: {exc}"

@@ -48,12 +48,12 @@ class Session:
         folder = slurm_dir / (str(run_id) if run_id is not None else "run")
         self.registry = Registry(slurm_dir / "jobs")
         self.reporter = Reporter(recorder, timing)
+        self.failures: dict[tuple[str, str], int] = {}
         self.submitter = Submitter(
-            submitit, recorder, options, params, gpus, self.registry, folder, submitted
+            submitit, recorder, options, params, gpus, self.registry, folder, submitted, self.failures
         )
         self.tracks: list[Track] = []
         self.claimed: dict[str, WorkItem] = {}
-        self.failures: dict[tuple[str, str], int] = {}
         self.stop_deadline = 0.0
         self.detached = False
 

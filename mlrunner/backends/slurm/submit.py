@@ -14,10 +14,11 @@ import io
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlrunner.backends.base import Recorder, RunOptions, WorkItem
+from mlrunner.backends.base import Recorder, RunOptions, WorkItem, task_env
 from mlrunner.backends.slurm.job import results_dir, run_task
 from mlrunner.backends.slurm.registry import Registry
 from mlrunner.backends.slurm.track import Track, Work
@@ -40,6 +41,7 @@ class Submitter:
         registry: Registry,
         folder: Path,
         submitted: list[str],
+        failures: Mapping[tuple[str, str], int] | None = None,  # (task, command) -> failed tries
     ) -> None:
         self.submitit = submitit
         self.recorder = recorder
@@ -50,6 +52,7 @@ class Submitter:
         self.folder = folder  # submitit's files
         self.cwd = os.path.abspath(options.isolate_dir or options.cwd)  # where the commands run
         self.submitted = submitted
+        self.failures: Mapping[tuple[str, str], int] = failures if failures is not None else {}
 
     def groups(self, work: list[Work]) -> list[tuple[int, list[Work]]]:
         """The work by GPU count, fewest first."""
@@ -113,6 +116,8 @@ class Submitter:
         payload = {
             "token": token,
             "cwd": self.cwd,
+            "env": task_env(item.task, self.options),  # + MLRUNNER_ATTEMPT, set by the job
+            "attempt": self.failures.get((item.task.key, commands[0].name), 0) + 1,
             "results_dir": results,
             "grace": float(self.options.grace),
             "commands": [
