@@ -34,11 +34,12 @@ class AttemptStatus(_Text):
     RUNNING = "running"
     FINISHED = "finished"
     FAILED = "failed"  # exited non-zero (or died of a signal) on its own
-    TIMEOUT = "timeout"  # Slurm's TIMEOUT: past its time limit
+    TIMEOUT = "timeout"  # past its time limit (timeout:/--timeout, or Slurm's TIMEOUT)
+    STALLED = "stalled"  # its log did not grow for --stall: stopped (a hung all-reduce...)
     OOM = "oom"  # Slurm's OUT_OF_MEMORY: host memory (failure class host_oom)
     NODE_FAIL = "node_fail"  # Slurm's NODE_FAIL
     INTERRUPTED = "interrupted"  # stopped by the runner (Ctrl-C, SIGTERM)
-    CANCELLED = "cancelled"  # cancelled from outside (scancel)
+    CANCELLED = "cancelled"  # cancelled from outside (mlrunner cancel, scancel)
     PREEMPTED = "preempted"  # Slurm preempted the job
     LOST = "lost"  # its runner died; what became of it is unknown
 
@@ -58,7 +59,13 @@ class AttemptStatus(_Text):
 
 
 FAILED_STATUSES = frozenset(
-    {AttemptStatus.FAILED, AttemptStatus.TIMEOUT, AttemptStatus.OOM, AttemptStatus.NODE_FAIL}
+    {
+        AttemptStatus.FAILED,
+        AttemptStatus.TIMEOUT,
+        AttemptStatus.STALLED,
+        AttemptStatus.OOM,
+        AttemptStatus.NODE_FAIL,
+    }
 )
 INTERRUPTED_STATUSES = frozenset(
     {AttemptStatus.INTERRUPTED, AttemptStatus.CANCELLED, AttemptStatus.PREEMPTED}

@@ -193,13 +193,16 @@ def test_illegal_event_orders_raise() -> None:
         j.exited(0)  # reaped twice
 
 
-@given(st.integers(min_value=-64, max_value=255), st.booleans())
-def test_outcome_of_a_return_code(code: int, signalled: bool) -> None:
+REASONS = [None, INTERRUPTED, AttemptStatus.TIMEOUT, AttemptStatus.STALLED, AttemptStatus.CANCELLED]
+
+
+@given(st.integers(min_value=-64, max_value=255), st.sampled_from(REASONS))
+def test_outcome_of_a_return_code(code: int, signalled: AttemptStatus | None) -> None:
     out = outcome_of(code, signalled)
     if code == 0:
         assert out.status is FINISHED
     else:
-        assert out.status is (INTERRUPTED if signalled else FAILED)
+        assert out.status is (signalled or FAILED)
     if code < 0:
         assert out.signal == -code and out.exit_code is None
     else:
@@ -229,3 +232,29 @@ def test_random_end_sequences_never_leave_the_table(codes: list[int], retries: i
         order.append(j.command.name)
     assert order == sorted(order)  # never goes back to an earlier command
     assert j.failures <= retries + 1
+
+
+@pytest.mark.parametrize("reason", [AttemptStatus.TIMEOUT, AttemptStatus.STALLED])
+def test_a_timeout_or_a_stall_is_a_failure_that_retries_apply_to(reason: AttemptStatus) -> None:
+    j = running(job("a", "b"))
+    j.signal(reason)
+    assert j.phase is Phase.SIGNALLED and j.on_stop() is StopAction.WAIT
+    out = j.exited(-15)
+    assert out.status is reason and j.failures == 1
+    j.to(Phase.ENDING)
+    assert not j.is_last(retries=1, stopping=False)
+    assert j.after_end(reason, last=False) is Next.RETRY and j.command.name == "a"
+    j.to(Phase.READY)
+    j.to(Phase.SPAWNING)
+    j.started(pid=2, log=Path("l"))
+    j.recorded(attempt=3)
+    assert j.exited(1).status is FAILED  # the reason was for that attempt only
+
+
+def test_a_cancelled_command_ends_its_task_without_a_failure() -> None:
+    j = running(job("a", "b"))
+    j.signal(AttemptStatus.CANCELLED)
+    out = j.exited(-15)
+    assert out.status is AttemptStatus.CANCELLED and j.failures == 0
+    j.to(Phase.ENDING)
+    assert j.is_last(retries=5, stopping=False)

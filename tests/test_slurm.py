@@ -47,6 +47,8 @@ class RecordingRecorder:
         self.attempts: list[dict[str, Any]] = [dict(a) for a in history]
         self.claimed: list[str] = []
         self.released: list[str] = []
+        self.cancels: set[str] = set()
+        self.warnings: list[str] = []
 
     def claim(self, item: WorkItem) -> bool:
         os.makedirs(item.task.output_dir, exist_ok=True)
@@ -113,6 +115,14 @@ class RecordingRecorder:
     def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
         with self.lock:
             return [dict(a) for a in self.attempts if a["task_key"] == item.task.key and a.get("job_id")]
+
+    def cancelled(self) -> set[str]:
+        """The task keys a test cancels (mlrunner cancel): their jobs get scancel'ed."""
+        with self.lock:
+            return set(self.cancels)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
     # views for the assertions
     def of(self, task: str, command: str | None = None) -> list[dict[str, Any]]:
@@ -219,6 +229,18 @@ def test_scancel_is_recorded_as_cancelled(slurm_cluster: None, tmp_path: Path) -
         ("train", "cancelled", None),
     ]
     assert sorted(a["job_id"] for a in rec.attempts) == sorted(backend.submitted)
+
+
+def test_mlrunner_cancel_scancels_that_tasks_job_only(slurm_cluster: None, tmp_path: Path) -> None:
+    items = make_items(tmp_path, "template:\n  train: '[ {lr} = 1 ] && sleep 60 || true'\n---\nlr: [1, 2]\n")
+    rec = RecordingRecorder()
+    first = next(i for i in items if i.task.name == "Lr_1")
+    rec.on_start = lambda attempt: rec.cancels.add(first.task.key) if attempt["task"] == "Lr_1" else None
+    execute(SlurmBackend(), items, rec, options(tmp_path))
+    assert sorted((a["task"], a["status"]) for a in rec.attempts) == [
+        ("Lr_1", "cancelled"),
+        ("Lr_2", "finished"),
+    ]
 
 
 def test_job_dying_without_a_result_is_lost(slurm_cluster: None, tmp_path: Path) -> None:

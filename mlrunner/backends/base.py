@@ -46,6 +46,8 @@ class RunOptions:
     debug: bool = False
     retries: int = 0
     grace: float = 10.0
+    timeouts: dict[str, float] = field(default_factory=dict)  # command (or "*") -> seconds
+    stall: float | None = None  # stop a command whose log has not grown for this long
     isolate_dir: str | None = None  # run commands here instead of cwd (run --isolate)
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options (slurm overrides)
     resumed: bool = False  # run --resume (commands see MLRUNNER_RESUMED=1)
@@ -174,6 +176,15 @@ class Recorder(Protocol):
 
     def claim(self, item: WorkItem) -> bool:
         """Atomically claim a task in the ledger; False: another live runner holds it."""
+        ...
+
+    def cancelled(self) -> set[str]:
+        """The keys of the tasks cancelled (``mlrunner cancel``) since this run started: their
+        running commands are stopped and recorded ``cancelled``, the others never start."""
+        ...
+
+    def command_cancelled(self, item: WorkItem, command: Command) -> None:
+        """Record that ``command`` of ``item`` was cancelled before it could start."""
         ...
 
     def warn(self, message: str) -> None:

@@ -95,6 +95,8 @@ class MemoryRecorder:
         self._next_attempt = 1
         self._open: dict[int, Started] = {}
         self.warnings: list[str] = []
+        self.cancels: set[str] = set()
+        self.never_started: list[tuple[str, str]] = []
         self.processes: dict[int, ProcessRef] = {}  # attempt id -> what process_started said
         self._lock = threading.RLock()
 
@@ -145,6 +147,16 @@ class MemoryRecorder:
 
     def release(self, item: WorkItem) -> None:
         self._add(Released(item.task.name))
+
+    def cancelled(self) -> set[str]:
+        """``cancels``: the task keys a test cancels (set it at any time)."""
+        with self._lock:
+            return set(self.cancels)
+
+    def command_cancelled(self, item: WorkItem, command: Command) -> None:
+        """Kept in ``never_started`` as (task name, command name)."""
+        with self._lock:
+            self.never_started.append((item.task.name, command.name))
 
     def warn(self, message: str) -> None:
         """Kept in ``warnings``."""

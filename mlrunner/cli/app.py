@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlrunner.cli import results
+from mlrunner.cli import cancel, results
 from mlrunner.errors import MlrunnerError, UsageError
 
 if TYPE_CHECKING:
@@ -132,6 +132,20 @@ def run_command(
     grace: Annotated[
         float, typer.Option("--grace", min=0.0, help="Seconds between SIGTERM and SIGKILL when stopping.")
     ] = 10.0,
+    timeout: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--timeout",
+            help="Stop a command past this time (90s, 10m, 6h, 1d), recorded timeout; CMD=DURATION for one "
+            "command (repeatable). Overrides params.yaml's timeout:.",
+        ),
+    ] = None,
+    stall: Annotated[
+        str | None,
+        typer.Option(
+            "--stall", help="Stop a command whose log has not grown for this long (recorded stalled)."
+        ),
+    ] = None,
     isolate: Annotated[
         bool, typer.Option("--isolate", help="Run every command in a snapshot worktree of the code.")
     ] = False,
@@ -171,6 +185,8 @@ def run_command(
             no_subdir=no_subdir,
             retries=retries,
             grace=grace,
+            timeout=tuple(timeout) if timeout else None,
+            stall=stall,
             isolate=isolate,
             backend=backend,
             detach=detach,
@@ -469,6 +485,7 @@ def restore_command(
 
 app.command("table")(results.table_command)
 app.command("diff")(results.diff_command)
+app.command("cancel")(cancel.cancel_command)
 
 
 def main() -> None:

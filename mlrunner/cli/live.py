@@ -185,7 +185,7 @@ class LiveRenderer:
                 self.running.pop((event.output_dir, event.command), None)
                 if event.finished:
                     self.done += 1
-                elif event.status is AttemptStatus.INTERRUPTED:
+                elif event.status in (AttemptStatus.INTERRUPTED, AttemptStatus.CANCELLED):
                     self.interrupted += 1
                     self.console.print(Text(_fail_line(event), style="yellow"))
                 else:

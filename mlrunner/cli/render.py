@@ -54,10 +54,15 @@ def _where(e: Started) -> str:
 
 
 def _fail_line(e: Ended) -> str:
-    why = f"exit {e.exit_code}" if e.exit_code is not None else f"signal {e.signal}"
+    if e.exit_code is not None:
+        why = f"exit {e.exit_code}"
+    elif e.signal is not None:
+        why = f"signal {e.signal}"
+    else:
+        why = "never started"
     if e.failure_class:
         why += f", {e.failure_class}"
-    word = "FAIL   " if e.status is not AttemptStatus.INTERRUPTED else "STOP   "
+    word = {AttemptStatus.INTERRUPTED: "STOP   ", AttemptStatus.CANCELLED: "CANCEL "}.get(e.status, "FAIL   ")
     return f"{word} {_info(e)} ({e.status}: {why}; log: {e.log})"
 
 

@@ -143,6 +143,23 @@ class QueriesPart(LedgerPart):
             tasks.append(record)
         return RunDetail(run_record(run_row, alive), tasks, latest)
 
+    def all_tasks(self) -> list[dict[str, Any]]:
+        """Every task: key, name, output_dir, params (parsed), commands (a list)."""
+        with self.db.transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT key, name, output_dir, params, commands FROM tasks ORDER BY rowid"
+            ).fetchall()
+        return [
+            {
+                "key": r["key"],
+                "name": r["name"],
+                "output_dir": r["output_dir"],
+                "params": loads(r["params"]) or {},
+                "commands": loads(r["commands"]) or [],
+            }
+            for r in rows
+        ]
+
     def experiment_rows(self) -> ExperimentRows:
         """Every task with the latest attempt of each of its commands (for the Examiner)."""
         with self.db.transaction(write=False) as conn:

@@ -169,12 +169,21 @@ def _m0006_run_env(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN env_hash TEXT")
 
 
+def _m0007_cancels(conn: sqlite3.Connection) -> None:
+    """Cancel requests (``mlrunner cancel``): the runners of a task stop it at once."""
+    conn.execute(
+        "CREATE TABLE cancels (task_key TEXT PRIMARY KEY, requested_at REAL NOT NULL, "
+        "requested_by TEXT NOT NULL DEFAULT '')"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_attempt_failure_details", _m0002_failure_details),
     Migration("0003_task_progress", _m0003_task_progress),
     Migration("0004_failure_class_oom_split", _m0004_failure_class_oom_split),
     Migration("0006_run_env", _m0006_run_env),
+    Migration("0007_cancels", _m0007_cancels),
 )
 
 

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from mlrunner.ledger.attempts import LOG_TAIL_MAX, AttemptsPart
+from mlrunner.ledger.cancels import CancelsPart
 from mlrunner.ledger.claims import ClaimsPart
 from mlrunner.ledger.db import CHECKPOINT_INTERVAL_S, LedgerDB
 from mlrunner.ledger.queries import QueriesPart
@@ -27,7 +28,7 @@ from mlrunner.ledger.runs import RunsPart
 __all__ = ["LOG_TAIL_MAX", "Ledger"]
 
 
-class Ledger(RunsPart, ClaimsPart, AttemptsPart, QueriesPart):
+class Ledger(RunsPart, ClaimsPart, AttemptsPart, CancelsPart, QueriesPart):
     """The ledger of one output root. Thread-safe; fork-safe (reconnects in the child).
 
     ``create=False``: the ledger must exist (LedgerError otherwise); it is opened

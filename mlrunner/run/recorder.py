@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -57,6 +58,7 @@ class RunRecorder:
         self.force = force
         self.snapshot = snapshot
         self.snapshot_id = snapshot_id
+        self.started_at = time.time()  # cancel requests from then on apply to this run
         self.stop = threading.Event()
         self.kill_now = threading.Event()
         self.signal_received: int | None = None
@@ -113,6 +115,33 @@ class RunRecorder:
 
     def warn(self, message: str) -> None:
         self.emit(WarningMessage(message))
+
+    def cancelled(self) -> set[str]:
+        return self.ledger.cancelled_since(self.started_at)
+
+    def command_cancelled(self, item: WorkItem, command: Command) -> None:
+        """A cancelled command that never started: an attempt of it, cancelled at once."""
+        task = item.task
+        attempt = self.ledger.start_attempt(
+            run_id=self.run_id, task_key=task.key, command=command.name, resource=None, gpus=None,
+            log_path=None, snapshot_id=self.snapshot_id,
+        )  # fmt: skip
+        self.ledger.end_attempt(attempt, status=AttemptStatus.CANCELLED)
+        with self._lock:
+            self._final[(task.key, command.name)] = (AttemptStatus.CANCELLED, task.output_dir)
+        self.emit(
+            Ended(
+                position=item.position,
+                total=item.total,
+                output_dir=task.output_dir,
+                command=command.name,
+                status=AttemptStatus.CANCELLED,
+                exit_code=None,
+                signal=None,
+                failure_class=None,
+                log="-",
+            )
+        )
 
     # claims ---------------------------------------------------------------
     def claim(self, item: WorkItem) -> bool:

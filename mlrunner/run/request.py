@@ -29,8 +29,8 @@ STORED = (
     "max_tasks",
     "allow_orphans",
 )
-RESUME_MAY_CHANGE = ("retries", "grace", "detach")
-_TUPLES = ("commands", "resources")
+RESUME_MAY_CHANGE = ("retries", "grace", "detach", "timeout", "stall")
+_TUPLES = ("commands", "resources", "timeout")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class RunRequest:
     no_subdir: bool = False
     retries: int = 0
     grace: float = 10.0
+    timeout: tuple[str, ...] | None = None  # --timeout: DURATION or CMD=DURATION, as given
+    stall: str | None = None  # --stall DURATION, as given
     isolate: bool = False
     backend: str = "local"
     detach: bool = False  # Slurm: on Ctrl-C leave the submitted jobs running

@@ -33,6 +33,7 @@ from mlrunner.events import (
     ignore,
 )
 from mlrunner.run.dry import dry_run
+from mlrunner.run.limits import time_limits
 from mlrunner.run.orphans import settle_orphans
 from mlrunner.run.recorder import RunRecorder
 from mlrunner.run.request import RunRequest
@@ -79,6 +80,8 @@ class Runner:
         self.emit = emit
         self.ask_detach = ask_detach
         self._skipped: set[tuple[str, str]] = set()  # (task key, command) finished before
+        self._timeouts: dict[str, float] = {}  # command (or "*") -> seconds
+        self._stall: float | None = None
 
     # ------------------------------------------------------------------ entry
     def run(self) -> RunSummary:
@@ -179,7 +182,9 @@ class Runner:
         return tasks
 
     def _build_backend(self, req: RunRequest, spec: Spec, tasks: Sequence[Task]) -> Backend:
-        """Step 3: the backend, its resources checked before anything is written."""
+        """Step 3: the backend, its resources (and the time limits) checked before anything
+        is written."""
+        self._timeouts, self._stall = time_limits(req, spec)
         if req.backend == "slurm":
             from mlrunner.backends.slurm import SlurmBackend, validate_slurm_options
 
@@ -406,6 +411,8 @@ class Runner:
             debug=req.debug,
             retries=req.retries,
             grace=req.grace,
+            timeouts=self._timeouts,
+            stall=self._stall,
             isolate_dir=code.isolate_dir,
             resumed=req.resume,
             run_id=summary.run_id,

@@ -2,11 +2,13 @@
 
 ``reader`` turns the YAML into nodes with line numbers (merge keys, duplicate keys, alias
 bombs rejected); ``model`` holds the Spec's types; ``parse`` walks the documents,
-``sections`` reads the first one (templates, defaults, aliases, resource, slurm, env),
+``sections`` reads the first one (templates, defaults, aliases, resource, slurm, env;
+``durations``: ``timeout:`` and durations),
 ``grids`` the others, ``values`` a param's value in each form of the sweep grammar (lists,
 generators, distributions, conditional sub-grids) and ``generators`` their arithmetic.
 """
 
+from mlrunner.spec.durations import ALL_COMMANDS, format_duration, parse_duration, timeout_of
 from mlrunner.spec.generators import Dist, Gen, round12
 from mlrunner.spec.model import (
     ATTEMPT_TEXT,
@@ -32,6 +34,7 @@ from mlrunner.spec.reader import Value, count_text
 from mlrunner.spec.sections import parse_resource_option
 
 __all__ = [
+    "ALL_COMMANDS",
     "ATTEMPT_TEXT",
     "CPU_SLOT_PREFIX",
     "ORDERS",
@@ -51,10 +54,13 @@ __all__ = [
     "choice_key",
     "count_text",
     "fold_template",
+    "format_duration",
     "load_spec",
+    "parse_duration",
     "parse_memory_mib",
     "parse_resource_option",
     "parse_spec",
     "round12",
+    "timeout_of",
     "template_fields",
 ]

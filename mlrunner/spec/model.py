@@ -30,7 +30,7 @@ SLURM_KEYS = (
     "constraint",
     "additional_parameters",
 )
-TOP_KEYS = ("template", "default", "resource", "alias", "slurm", "env")
+TOP_KEYS = ("template", "default", "resource", "alias", "slurm", "env", "timeout")
 GRID_KEYS = (
     "_title",
     "_cmd",
@@ -168,6 +168,7 @@ class Spec:
     grids: tuple[Grid, ...]
     slurm: tuple[tuple[str, object], ...] | None  # validated against SLURM_KEYS
     env: tuple[tuple[str, str], ...] = ()  # env: name -> value template ({p} placeholders)
+    timeouts: tuple[tuple[str, float], ...] = ()  # timeout: command (or "*") -> seconds
     # 1-based line of things errors may point at later: "template.<cmd>", "default.<p>", "alias.<a>"
     locations: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
 

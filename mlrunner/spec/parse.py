@@ -8,6 +8,7 @@ from pathlib import Path
 from yaml.nodes import MappingNode, Node
 
 from mlrunner.errors import SpecError, did_you_mean
+from mlrunner.spec.durations import read_timeout
 from mlrunner.spec.grids import read_grid
 from mlrunner.spec.model import TOP_KEYS, ResourceSpec, Spec, choice_key, template_fields
 from mlrunner.spec.reader import Reader, compose, is_null, line_of
@@ -62,6 +63,8 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
     )
     slurm = read_slurm(r, sections["slurm"][1]) if "slurm" in sections else None
     env = read_env(r, sections["env"][1], "env", locations) if "env" in sections else ()
+    commands = tuple(name for name, _ in templates)
+    timeouts = read_timeout(r, sections["timeout"][1], commands) if "timeout" in sections else ()
     alias_map = {n: {c: dict(s) for c, s in cs} for n, cs in aliases}
     for name, value in defaults:
         if name in alias_map and choice_key(value) not in alias_map[name]:
@@ -107,6 +110,7 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
         grids=grids,
         slurm=slurm,
         env=env,
+        timeouts=timeouts,
         locations=locations,
     )
 

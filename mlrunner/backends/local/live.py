@@ -4,15 +4,32 @@ command adopted from a runner that died), and what it writes when a command cann
 from __future__ import annotations
 
 import errno
+import queue
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from mlrunner import procs
 from mlrunner.backends.base import Allocation
+from mlrunner.backends.local.limits import Watch
 from mlrunner.backends.local.machine import Job
 
 A = TypeVar("A", bound=Allocation)
+T = TypeVar("T")
+
+
+def named(command: str, job: Job[A]) -> str:
+    return f"'{command}' of {job.item.task.output_dir}"
+
+
+def drain(q: queue.SimpleQueue[T]) -> Iterator[T]:
+    """What is in ``q`` now, without waiting."""
+    while True:
+        try:
+            yield q.get_nowait()
+        except queue.Empty:
+            return
 
 
 def spawn_error(exc: OSError, text: str) -> str:
@@ -52,6 +69,7 @@ class Live(Generic[A]):
     start: int | None = None  # adopted: its start time
     exit_file: Path | None = None  # adopted: where its status will be
     pidfd: int | None = None
+    watch: Watch | None = None  # its timeout, stall and cancel watch
 
     def ended(self) -> tuple[bool, int | None]:
         """(gone, its return code: negative for a signal; None for an adopted command gone

@@ -48,8 +48,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 from mlrunner import procs
@@ -66,8 +65,11 @@ from mlrunner.backends.base import (
     task_env,
 )
 from mlrunner.backends.local.leftovers import ATTEMPT_ENV, Leftovers
-from mlrunner.backends.local.live import Live, prefer, spawn_error, write_reason
+from mlrunner.backends.local.limits import Limits
+from mlrunner.backends.local.live import Live, drain, named, prefer, spawn_error, write_reason
 from mlrunner.backends.local.machine import Job, Next, Phase, StopAction
+from mlrunner.backends.local.wake import Waker
+from mlrunner.status import AttemptStatus
 
 POLL_S = 0.1  # the longest the loop sleeps without looking at recorder.stop
 STOP_POLL_S = 0.05  # while stopping: how often to check descendants / re-send SIGKILL
@@ -88,19 +90,6 @@ class LocalBackend(Backend, Generic[A]):
 
     def execute(self, items: Sequence[WorkItem], recorder: Recorder, options: RunOptions) -> None:
         _Loop(self.allocator, recorder, options).run(items)
-
-
-def _named(command: str, job: Job[A]) -> str:
-    return f"'{command}' of {job.item.task.output_dir}"
-
-
-def _drain(q: queue.SimpleQueue[T]) -> Iterator[T]:
-    """What is in ``q`` now, without waiting."""
-    while True:
-        try:
-            yield q.get_nowait()
-        except queue.Empty:
-            return
 
 
 class _Loop(Generic[A]):
@@ -126,10 +115,8 @@ class _Loop(Generic[A]):
         self.handoff: queue.SimpleQueue[tuple[Job[A], A | None, BaseException | None]]
         self.handoff = queue.SimpleQueue()
         self.selector = selectors.DefaultSelector()
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        self.waker = Waker()
+        self.selector.register(self.waker.fd, selectors.EVENT_READ, None)
         self.pidfds = hasattr(os, "pidfd_open")
         # stop state
         self.stopping = False
@@ -140,6 +127,7 @@ class _Loop(Generic[A]):
         # attempt id -> what names its command, and whether it still runs (for leftovers)
         self.attempts: dict[int, tuple[str, bool]] = {}
         self.leftovers = Leftovers(describe=self._describe, warn=recorder.warn, grace=options.grace)
+        self.limits = Limits(options.timeouts, options.stall, options.grace, recorder.cancelled)
 
     # ------------------------------------------------------------------ driver
     def run(self, items: Sequence[WorkItem]) -> None:
@@ -147,7 +135,7 @@ class _Loop(Generic[A]):
         error: BaseException | None = None
         self.leftovers.start()
         try:
-            with self._signal_wakeup():
+            with self.waker.on_signals():
                 try:
                     self._loop()
                 except BaseException as exc:  # recorder/allocator failure: stop everything, then raise
@@ -165,6 +153,7 @@ class _Loop(Generic[A]):
     def _loop(self) -> None:
         stop = self.rec.stop
         while True:
+            self._enforce()  # timeouts, stalls, cancels: signals, never inside a transaction
             # The ends recorded and the claims taken in one round share a ledger transaction
             # (one commit, not one each); commands start after it, each start on its own.
             with self.rec.batch():
@@ -189,6 +178,10 @@ class _Loop(Generic[A]):
             if self.rec.stop.is_set():
                 self._finish(job)
                 continue
+            if job.item.task.key in self.limits.cancels:  # cancelled before it could start
+                self.rec.command_cancelled(job.item, job.command)
+                self._finish(job)
+                continue
             self._start(job)
 
     def _done(self) -> bool:
@@ -205,6 +198,10 @@ class _Loop(Generic[A]):
     def _fill(self) -> None:
         while self.queued and len(self.active) < self.capacity and not self.rec.stop.is_set():
             job = self.queued.popleft()
+            if job.item.task.key in self.limits.cancels:  # cancelled before it could start
+                self.rec.command_cancelled(job.item, job.command)
+                job.to(Phase.DONE)
+                continue
             self.active.add(job)
             self._request(job)
 
@@ -245,10 +242,10 @@ class _Loop(Generic[A]):
             self.handoff.put((job, self.allocator.acquire(need, stop=self.rec.stop, prefer=prefer), None))
         except BaseException as exc:
             self.handoff.put((job, None, exc))
-        self._wake()
+        self.waker.wake()
 
     def _take_handoffs(self) -> None:
-        for job, alloc, exc in _drain(self.handoff):
+        for job, alloc, exc in drain(self.handoff):
             self.in_flight -= 1
             if exc is not None:
                 self._finish(job)
@@ -301,15 +298,14 @@ class _Loop(Generic[A]):
                 return
             if adopted is not None:
                 job.adopted(adopted.process.pid, adopted.log_path, adopted.attempt_id)
-                self.attempts[adopted.attempt_id] = (
-                    f"'{adopted.command}' of {job.item.task.output_dir}",
-                    True,
-                )
+                self.attempts[adopted.attempt_id] = (named(adopted.command, job), True)
+                watch = self.limits.watch(job.item.task.key, adopted.command, str(adopted.log_path))
                 live = Live(
                     job,
                     adopted.process.pid,
                     start=adopted.process.start,
                     exit_file=procs.exit_path(adopted.log_path),
+                    watch=watch,
                 )
                 self._watch(live)
                 return
@@ -320,7 +316,7 @@ class _Loop(Generic[A]):
         # recorded (committed) before it runs: no command runs that the ledger does not know
         placement = Placement(resource=job.alloc.visible, gpus=job.alloc.gpus)
         attempt = self.rec.command_started(job.item, command, placement, log)
-        self.attempts[attempt] = (_named(command.name, job), True)
+        self.attempts[attempt] = (named(command.name, job), True)
         try:
             proc = self.spawner.spawn(
                 command.text, log, {**job.env, **attempt_env(job.failures + 1), ATTEMPT_ENV: str(attempt)}
@@ -331,7 +327,8 @@ class _Loop(Generic[A]):
             self.ended.append(job)
             return
         job.started(proc.pid, log)
-        self._watch(Live(job, proc.pid, child=proc))
+        watch = self.limits.watch(job.item.task.key, command.name, str(log))
+        self._watch(Live(job, proc.pid, child=proc, watch=watch))
         job.recorded(attempt)
         self.rec.process_started(attempt, ProcessRef(pid=proc.pid, pgid=proc.pid, start=proc.start))
 
@@ -359,7 +356,7 @@ class _Loop(Generic[A]):
         ended: list[Live[A]] = []
         for key, _ in self.selector.select(timeout):
             if key.data is None:
-                self._drain_wake()
+                self.waker.drain()
             else:
                 ended.append(key.data)
         ended.extend(live for live in self.running.values() if live.pidfd is None)
@@ -426,12 +423,34 @@ class _Loop(Generic[A]):
                 live = self.running[job.pid]
                 self.known[live.pid] = procs.descendant_ids(live.pid)
                 self._signal(live, signal.SIGTERM)
-                job.to(Phase.SIGNALLED)
+                job.signal(AttemptStatus.INTERRUPTED)
         if self.killing_since is None and (self.rec.kill_now.is_set() or now >= self.deadline):
             self.killing_since = now
         if self.killing_since is not None and now >= self.next_kill:
             self.next_kill = now + STOP_POLL_S
             self._kill_all()
+
+    def _enforce(self) -> None:
+        """Stop the commands past a limit (SIGTERM, SIGKILL after the grace): timed out,
+        stalled or cancelled; the rest of the run goes on."""
+        watched = {id(live.watch): live for live in self.running.values() if live.watch is not None}
+        if not watched:
+            if self.limits.timing or self.queued:
+                self.limits.look(())  # reads the cancel requests (at most once a second)
+            return
+        running = [live.watch for live in watched.values() if live.job.phase is Phase.RUNNING]
+        for w, why, what in self.limits.look(w for w in running if w is not None):
+            live = watched[id(w)]
+            self.rec.warn(
+                f"{named(w.command, live.job)}: {what}: stopping it "
+                f"(SIGTERM, SIGKILL after {self.opts.grace:g} s); recorded {why}"
+            )
+            self.known[live.pid] = procs.descendant_ids(live.pid)
+            self._signal(live, signal.SIGTERM)
+            live.job.signal(why)
+            self.limits.stopped(w)
+        for w in self.limits.overdue(w for w in (live.watch for live in watched.values()) if w is not None):
+            self._signal(watched[id(w)], signal.SIGKILL)
 
     def _describe(self, attempt: int) -> str | None:
         """What names an attempt's command; None while it runs."""
@@ -475,14 +494,13 @@ class _Loop(Generic[A]):
             self.leftovers.close(self.running.keys(), kids)
             for t in self.helpers:  # they see recorder.stop within the allocator's poll interval
                 t.join()
-            for _, alloc, _ in _drain(self.handoff):  # allocations handed back after the loop ended
+            for _, alloc, _ in drain(self.handoff):  # allocations handed back after the loop ended
                 if alloc is not None:
                     self.allocator.release(alloc)
             for live in self.running.values():
                 self._close_pidfd(live)
             self.selector.close()
-            os.close(self.wake_r)
-            os.close(self.wake_w)
+            self.waker.close()
 
     def _close_pidfd(self, live: Live[A]) -> None:
         if live.pidfd is not None:
@@ -492,29 +510,3 @@ class _Loop(Generic[A]):
                 pass
             os.close(live.pidfd)
             live.pidfd = None
-
-    # ------------------------------------------------------------------ wake-ups
-    def _wake(self) -> None:
-        try:
-            os.write(self.wake_w, b"\0")
-        except OSError:  # full: a wake-up is pending anyway; closed: the loop is over
-            pass
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self.wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    @contextmanager
-    def _signal_wakeup(self) -> Iterator[None]:
-        """Signals write a byte to our pipe, so the loop sees a stop request at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        try:
-            yield
-        finally:
-            signal.set_wakeup_fd(previous)

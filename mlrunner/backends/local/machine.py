@@ -130,17 +130,18 @@ _STOP: dict[Phase, StopAction] = {
 }
 
 
-def outcome_of(returncode: int | None, signalled: bool) -> Outcome:
+def outcome_of(returncode: int | None, signalled: AttemptStatus | None) -> Outcome:
     """How a command ended, from its return code (negative: killed by that signal; None:
-    unknown, an adopted command that left no exit status) and whether the stop signalled
-    it: ``finished`` when 0, else ``interrupted`` when we signalled it, else ``failed``
-    (``lost`` when unknown). bash's 128+N stays an exit code."""
+    unknown, an adopted command that left no exit status) and why the loop signalled it, if
+    it did (``signalled``: interrupted by a stop, timeout, stalled, cancelled): ``finished``
+    when 0, else the reason it was signalled, else ``failed`` (``lost`` when unknown).
+    bash's 128+N stays an exit code."""
     if returncode is None:
-        return Outcome(status=AttemptStatus.INTERRUPTED if signalled else AttemptStatus.LOST)
+        return Outcome(status=signalled or AttemptStatus.LOST)
     if returncode == 0:
         status = AttemptStatus.FINISHED
-    elif signalled:
-        status = AttemptStatus.INTERRUPTED
+    elif signalled is not None:
+        status = signalled
     else:
         status = AttemptStatus.FAILED
     if returncode < 0:
@@ -162,6 +163,8 @@ class Job(Generic[A]):
     claimed: bool = False  # its task is claimed in the ledger (from the first CLAIMING on)
     index: int = 0  # the command of item.commands to run, running or just ended
     failures: int = 0  # failed tries of that command
+    reason: AttemptStatus = AttemptStatus.INTERRUPTED  # why it was signalled (SIGNALLED)
+    deadline: float | None = None  # monotonic time past which its command times out
     asked_adopt: bool = False  # the recorder was asked for a command left running (before the first start)
     pid: int | None = None  # its command's process (ALIVE phases)
     attempt: int | None = None  # the ledger attempt of that command, once recorded
@@ -204,13 +207,21 @@ class Job(Generic[A]):
         return self.outcome
 
     def exited(self, returncode: int | None) -> Outcome:
-        """ALIVE -> EXITED: gone with ``returncode`` (None: unknown); counts a failure."""
-        outcome = outcome_of(returncode, signalled=self.phase is Phase.SIGNALLED)
+        """ALIVE -> EXITED: gone with ``returncode`` (None: unknown); counts a failure (a
+        timeout or a stall is one)."""
+        reason = self.reason if self.phase is Phase.SIGNALLED else None
+        outcome = outcome_of(returncode, reason)
         self.to(Phase.EXITED)
-        self.pid, self.outcome = None, outcome
-        if outcome.status is AttemptStatus.FAILED:
+        self.pid, self.outcome, self.reason = None, outcome, AttemptStatus.INTERRUPTED
+        if outcome.status.failed:
             self.failures += 1
         return outcome
+
+    def signal(self, reason: AttemptStatus) -> None:
+        """RUNNING (or STARTED) -> SIGNALLED: the loop sends its process tree SIGTERM for
+        ``reason`` (interrupted: the run stops; timeout, stalled, cancelled: this command)."""
+        self.to(Phase.SIGNALLED)
+        self.reason = reason
 
     # ------------------------------------------------------------------ decisions
     def is_last(self, retries: int, stopping: bool) -> bool:
@@ -224,7 +235,7 @@ class Job(Generic[A]):
             return self.index + 1 == len(self.item.commands)
         if self.outcome.status is AttemptStatus.LOST:  # an adopted command gone without a status
             return False  # it runs again, as one that never started
-        return self.outcome.status is not AttemptStatus.FAILED or self.failures > retries
+        return not self.outcome.status.failed or self.failures > retries
 
     def after_end(self, final: AttemptStatus | FailureClass, last: bool) -> Next:
         """What follows the recorded end (``final``: what command_ended returned; ``last``:

@@ -56,6 +56,7 @@ class Session:
         self.claimed: dict[str, WorkItem] = {}
         self.stop_deadline = 0.0
         self.detached = False
+        self.cancelled: set[str] = set()  # task keys whose jobs `mlrunner cancel` stopped
 
     @property
     def stopping(self) -> bool:
@@ -88,8 +89,12 @@ class Session:
         return [t for t in self.tracks if not t.done]
 
     def _watch(self) -> None:
-        interval, last_state = 0.5, float("-inf")
+        interval, last_state, last_cancel = 0.5, float("-inf"), float("-inf")
         while self._live():
+            if time.monotonic() - last_cancel >= 1.0 and not self.stopping:  # mlrunner cancel
+                last_cancel = time.monotonic()
+                if self._cancel_asked():
+                    last_state, interval = float("-inf"), 0.5
             if self.recorder.stop.is_set() and not self.stopping:
                 if self._detach():
                     self.detached = True  # the jobs keep running; `run --resume` reattaches
@@ -111,6 +116,18 @@ class Session:
                     self._close(t, AttemptStatus.INTERRUPTED)
                 return
             time.sleep(self.timing.poll)
+
+    def _cancel_asked(self) -> bool:
+        """scancel the jobs of the tasks `mlrunner cancel` asked for (Slurm then reports them
+        CANCELLED, recorded ``cancelled``); True when there were any."""
+        keys = self.recorder.cancelled() - self.cancelled
+        if not keys:
+            return False
+        self.cancelled |= keys
+        ids = [t.job_id for t in self._live() if t.job_id and t.item.task.key in keys]
+        if ids:
+            cancel_jobs(ids)
+        return bool(ids)
 
     def _detach(self) -> bool:
         """``options.extra["detach"]``: a bool, or a callable asked now (the CLI's prompt)."""
