@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlrunner.cli import results
+from mlrunner.cli import results, ui
 from mlrunner.errors import MlrunnerError, UsageError
 
 if TYPE_CHECKING:
@@ -407,6 +407,8 @@ def restore_command(
 
 app.command("table")(results.table_command)
 app.command("diff")(results.diff_command)
+app.command("ui")(ui.ui_command)
+app.command("report")(ui.report_command)
 
 
 def main() -> None:
