@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 from mlrunner.errors import MlrunnerError
@@ -26,12 +27,21 @@ class MissingExtra(MlrunnerError):
 
 def require(packages: tuple[str, ...], what: str) -> None:
     """MissingExtra naming every one of ``packages`` that cannot be imported."""
-    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    missing = [p for p in packages if _absent(p)]
     if missing:
         raise MissingExtra(
             f"{what} needs the optional package{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
             hint="install mlrunner[ui]: pip install 'mlrunner[ui]'",
         )
+
+
+def _absent(package: str) -> bool:
+    if package in sys.modules:
+        return sys.modules[package] is None  # None: blocked (tests do so)
+    try:
+        return importlib.util.find_spec(package) is None
+    except (ImportError, ValueError):
+        return True
 
 
 def plotly_js() -> Path:

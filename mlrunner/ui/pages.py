@@ -23,7 +23,7 @@ def _head(title: str, styles: str) -> str:
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title>{styles}</head>"
+        f'<link rel="icon" href="data:,"><title>{html.escape(title)}</title>{styles}</head>'
     )
 
 

@@ -96,7 +96,7 @@
     pick.addEventListener("change", showLog);
     app.append(MLR.section("Log", commands.length ? pick : el("p", { class: "muted", text: "no command" }), logBox));
     if (commands.length) showLog();
-    const g = d.git || {};
+    const g = d.git || { error: "no git snapshot recorded (git.json) in this experiment" };
     const files = patchFiles(d.patch);
     app.append(MLR.section("Code (git snapshot)",
       g.error ? MLR.errorBox(g.error) : MLR.kv({ commit: g.commit, branch: g.branch, dirty: g.dirty, snapshot: g.snapshot_id, changes: g.changes, repo: g.repo_root, subdir: g.subdir }),

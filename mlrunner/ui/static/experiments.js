@@ -46,7 +46,7 @@
       MLR.section("Scatter", scCtl, scBox)); // prettier-ignore
     let table = null;
     const pc = new MLR.Parcoords(pcBox, () => refresh());
-    const plot = { metric: null, colour: "", band: "", pcMetric: null, x: null, y: null, logx: false, logy: false };
+    const plot = { metric: null, colour: null, band: null, pcMetric: null, x: null, y: null, logx: false, logy: false };
 
     const load = async function () {
       const q = Object.entries(summary).filter(([, k]) => k).map(([m, k]) => "summary=" + encodeURIComponent(m + "=" + k)).join("&");
@@ -82,7 +82,8 @@
       }
       const numeric = meta.metrics.filter((k) => rows.some((r) => typeof r[k] === "number"));
       plot.metric = meta.history_metrics.includes(plot.metric) ? plot.metric : meta.history_metrics[0] || null;
-      plot.band = plot.band || (meta.params.includes("seed") ? "seed" : "");
+      if (plot.band === null) plot.band = meta.params.includes("seed") ? "seed" : "";
+      if (plot.colour === null) plot.colour = meta.params.find((p) => p !== plot.band) || "";
       plot.pcMetric = numeric.includes(plot.pcMetric) ? plot.pcMetric : numeric[0] || null;
       plot.x = plot.x || meta.params[0] || numeric[0] || null;
       plot.y = numeric.includes(plot.y) ? plot.y : numeric[0] || null;

@@ -36,7 +36,7 @@
         std.push(v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - m) * (b - m), 0) / (v.length - 1)) : 0);
       }
       const label = params.filter((p) => p !== band).map((p) => p + "=" + MLR.fmt(g.params[p])).join(", ") || "all";
-      out.push({ label: label, colourValue: colour ? g.params[colour] : null, n: g.members.length, x: xs, mean: mean, std: std });
+      out.push({ label: label, colourValue: colour ? g.params[colour] : label, n: g.members.length, x: xs, mean: mean, std: std });
     }
     return out;
   };
