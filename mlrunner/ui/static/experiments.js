@@ -62,7 +62,7 @@
         onchange: (e) => { if (e.target.checked) picked.add(r._name); else picked.delete(r._name); compareBtn.disabled = picked.size !== 2; } }) }]; // prettier-ignore
       cols.push({ key: "_name", label: "name", width: MLR.widthOf("name", rows.map((r) => r._name)), render: (r) => MLR.link(MLR.expPath(r._name), r._name) });
       for (const k of meta.params.concat(meta.metrics)) cols.push({ key: k, label: k, width: MLR.widthOf(k, rows.map((r) => r[k])), cls: meta.metrics.includes(k) ? "num" : "" });
-      for (const [k, label] of LEDGER) if (meta.ledger.includes(k)) cols.push({ key: k, label: label, width: k === "_started_at" ? 150 : 96, render: (r) => ledgerCell(k, r) });
+      for (const [k, label] of LEDGER) if (meta.ledger.includes(k)) cols.push({ key: k, label: label, width: k === "_started_at" ? 150 : k === "_git_commit" ? 112 : 96, render: (r) => ledgerCell(k, r) });
       return cols;
     }
 
@@ -81,12 +81,13 @@
         controls.append(select(m + " summary", kinds, summary[m] || "", (v) => { summary[m] = v; load().catch(showError); }, { disabled: MLR.mode === "report", "data-summary": m })); // prettier-ignore
       }
       const numeric = meta.metrics.filter((k) => rows.some((r) => typeof r[k] === "number"));
-      plot.metric = meta.history_metrics.includes(plot.metric) ? plot.metric : meta.history_metrics[0] || null;
+      const lossy = (list) => list.find((m) => /loss/i.test(m)) || list[0] || null;
+      plot.metric = meta.history_metrics.includes(plot.metric) ? plot.metric : lossy(meta.history_metrics);
       if (plot.band === null) plot.band = meta.params.includes("seed") ? "seed" : "";
       if (plot.colour === null) plot.colour = meta.params.find((p) => p !== plot.band) || "";
-      plot.pcMetric = numeric.includes(plot.pcMetric) ? plot.pcMetric : numeric[0] || null;
+      plot.pcMetric = numeric.includes(plot.pcMetric) ? plot.pcMetric : lossy(numeric);
       plot.x = plot.x || meta.params[0] || numeric[0] || null;
-      plot.y = numeric.includes(plot.y) ? plot.y : numeric[0] || null;
+      plot.y = numeric.includes(plot.y) ? plot.y : lossy(numeric);
       const paramOpts = [["", "none"]].concat(meta.params.map((p) => [p, p]));
       MLR.clear(curveCtl).append(
         select("metric", meta.history_metrics.map((m) => [m, m]), plot.metric || "", (v) => { plot.metric = v; drawCurves(); }),
