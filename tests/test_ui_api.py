@@ -63,7 +63,9 @@ def test_runs_and_run_equal_the_cli_json(server: Server, ui_sweep: Project) -> N
     assert server.json("/api/live") == {"live": [], "orphaned": [], "runs": []}
 
 
-@pytest.mark.parametrize("path", ["/api/runs/2", "/api/runs/0", "/api/runs/abc", "/api/runs/2/attempts", "/api/nope"])
+@pytest.mark.parametrize(
+    "path", ["/api/runs/2", "/api/runs/0", "/api/runs/abc", "/api/runs/2/attempts", "/api/nope"]
+)
 def test_unknown_runs_are_json_404(server: Server, path: str) -> None:
     status, headers, body = server.get(path)
     assert status == 404 and headers["content-type"] == "application/json"
@@ -177,7 +179,7 @@ def test_read_only_security_headers_and_hosts(server: Server, ui_sweep: Project)
     csp = headers["content-security-policy"]
     assert status == 200 and "script-src 'self'" in csp and "unsafe-eval" not in csp
     assert "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
-    assert headers["x-content-type-options"] == "nosniff" and b"<script src=\"/static/core.js" in page
+    assert headers["x-content-type-options"] == "nosniff" and b'<script src="/static/core.js' in page
     assert server.get("/experiments/nope")[0] == 404 and server.get("/runs/7")[0] == 404
     assert server.get("/runs/1")[0] == 200 and server.get("/compare?a=x&b=y")[0] == 200
     status, headers, js = server.get("/static/plotly.min.js")
@@ -264,7 +266,10 @@ def test_missing_extra_says_how_to_install(ui_sweep: Project) -> None:
             [sys.executable, "-c", code], cwd=ui_sweep.path, env=ui_sweep.env, capture_output=True, text=True
         )
         assert res.returncode == 1, res.stderr
-        assert f"needs the optional package {blocked}" in res.stderr and "pip install 'mlrunner[ui]'" in res.stderr
+        assert (
+            f"needs the optional package {blocked}" in res.stderr
+            and "pip install 'mlrunner[ui]'" in res.stderr
+        )
         assert "Traceback" not in res.stderr
 
 
@@ -285,8 +290,10 @@ def test_startup_imports_nothing_of_the_ui(ui_sweep: Project) -> None:
         "try:\n    run_main()\nexcept SystemExit:\n    pass\n"
         "sys.argv = ['mlrunner', '--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print('LOADED', [m for m in ('starlette', 'uvicorn', 'plotly', 'playwright', 'anyio', 'mlrunner.ui') "
-        "if m in sys.modules])\n"
+        "heavy = ('starlette', 'uvicorn', 'plotly', 'playwright', 'anyio', 'mlrunner.ui')\n"
+        "print('LOADED', [m for m in heavy if m in sys.modules])\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ui_sweep.env, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ui_sweep.env, check=True
+    )
     assert "LOADED []" in res.stdout, res.stdout

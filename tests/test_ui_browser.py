@@ -39,7 +39,10 @@ class Browser:
         self.page = self.context.new_page()
         self.shots = shots
         self.problems: list[str] = []
-        self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        self.page.on(
+            "console",
+            lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+        )
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         self.page.on("dialog", self._dialog)
 
@@ -64,7 +67,8 @@ class Browser:
         return path
 
     def rows(self) -> list[Any]:
-        return self.page.locator(".vt-body .vt-row:not([hidden])").all()
+        """The table's rows a person sees (the virtual table keeps spare ones hidden)."""
+        return [r for r in self.page.locator(".vt-body .vt-row").all() if r.is_visible()]
 
     def close(self) -> None:
         self.context.close()
@@ -94,7 +98,11 @@ def test_runs_page_lists_the_runs(browser: Browser, server: Server) -> None:
     browser.ready()
     assert page.locator("canvas.gantt").get_attribute("data-bars") == "8"
     assert page.locator(".progress").get_attribute("data-finished") == "7"
-    assert "diverged" in page.locator(".failure pre").inner_text() if page.locator(".failure pre").count() else True
+    assert (
+        "diverged" in page.locator(".failure pre").inner_text()
+        if page.locator(".failure pre").count()
+        else True
+    )
     browser.shot("run-board-finished")
 
 
@@ -124,7 +132,9 @@ def test_table_shows_every_experiment_sorts_and_filters(browser: Browser, server
 def test_plots_render_and_brushing_filters_the_table(browser: Browser, server: Server) -> None:
     page = browser.open(server.url + "experiments")
     page.wait_for_selector("#curves .scatterlayer path.js-line")
-    lines = page.eval_on_selector_all("#curves .scatterlayer path.js-line", "ps => ps.map(p => p.getAttribute('d') || '')")
+    lines = page.eval_on_selector_all(
+        "#curves .scatterlayer path.js-line", "ps => ps.map(p => p.getAttribute('d') || '')"
+    )
     assert len(lines) >= 3 and all(d.startswith("M") and "L" in d for d in lines)  # cfg a, b, c
     assert page.locator("#curves .scatterlayer path.js-fill").count() >= 2  # std bands (a, b)
     page.wait_for_selector("#scatter .scatterlayer path.point")
@@ -237,12 +247,14 @@ def test_live_board_updates_without_reload(browser: Browser, tmp_path: Path) -> 
             srv.stop()
 
 
-def test_report_opens_offline_with_the_same_views(chromium: Any, ui_sweep: Project, tmp_path: Path, server: Server) -> None:
+def test_report_opens_offline_with_the_same_views(
+    chromium: Any, ui_sweep: Project, tmp_path: Path, server: Server
+) -> None:
     report = tmp_path / "report $(x) 'q'.html"
     res = ui_sweep.mlrunner("report", "--out", str(report), check=0)
     assert "Wrote" in res.stdout and report.stat().st_size > 1_000_000
     text = html.unescape(report.read_text())
-    assert "http-equiv=\"Content-Security-Policy\"" in text and "connect-src 'none'" in text
+    assert 'http-equiv="Content-Security-Policy"' in text and "connect-src 'none'" in text
     assert "<img src=x" not in report.read_text()  # the hostile value only ever as escaped JSON
     b = Browser(chromium, tmp_path, offline=True)
     requests: list[str] = []

@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -117,7 +116,9 @@ class Server:
     url: str
     output: Path
 
-    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+    ) -> tuple[int, dict[str, str], bytes]:
         req = urllib.request.Request(self.url.rstrip("/") + path, headers=headers or {}, method=method)
         try:
             with urllib.request.urlopen(req, timeout=30) as res:

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from mlrunner.errors import MlrunnerError, UsageError
@@ -204,7 +204,11 @@ class _Guard:
             if message["type"] == "http.response.start":
                 raw = list(message.get("headers", []))
                 have = {k.lower() for k, _ in raw}
-                raw += [(k.lower().encode(), v.encode()) for k, v in HEADERS.items() if k.lower().encode() not in have]
+                raw += [
+                    (k.lower().encode(), v.encode())
+                    for k, v in HEADERS.items()
+                    if k.lower().encode() not in have
+                ]
                 message = {**message, "headers": raw}
             await send(message)
 

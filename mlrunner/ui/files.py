@@ -104,7 +104,9 @@ def latest_log_path(output: str, name: str, command: str, recorded: str | None =
     raise NotFound(f"no log of command '{command}' in experiment '{name}'")
 
 
-def log_piece(path: str, offset: int | None = None, tail: int | None = None, limit: int | None = None) -> LogPiece:
+def log_piece(
+    path: str, offset: int | None = None, tail: int | None = None, limit: int | None = None
+) -> LogPiece:
     """Which bytes of the log at ``path`` to send: from ``offset`` (default 0), or the
     last ``tail`` bytes; to the end, or at most ``limit`` bytes."""
     size = os.path.getsize(path)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from mlrunner.errors import UsageError
 from mlrunner.ui import assets
-from mlrunner.ui.hosts import LOOPBACK_NAMES, is_loopback
 from mlrunner.ui.data import UiData
+from mlrunner.ui.hosts import LOOPBACK_NAMES, is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765

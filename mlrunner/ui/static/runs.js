@@ -130,8 +130,8 @@
       const [doc, att] = await Promise.all([MLR.api("/api/runs/" + id), MLR.api("/api/runs/" + id + "/attempts")]);
       const run = doc.run, now = att.now || Date.now() / 1000;
       MLR.clear(head).append(MLR.badge(run.status), " started " + MLR.time(run.started_at),
-        run.finished_at ? ", ended " + MLR.time(run.finished_at) : "", " \u00b7 commit ",
-        el("span", { class: "mono", text: (run.git_commit || "-").slice(0, 10) + (run.git_dirty ? "*" : "") }),
+        run.finished_at ? ", ended " + MLR.time(run.finished_at) : "", " \u00b7 ",
+        run.git_commit ? el("span", { class: "mono", title: "git commit (* uncommitted changes)", text: run.git_commit.slice(0, 10) + (run.git_dirty ? "*" : "") }) : "no git commit",
         " \u00b7 " + (run.backend || "local") + " on " + (run.host || "?")); // prettier-ignore
       const rows = [];
       const counts = {};
