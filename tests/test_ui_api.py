@@ -9,13 +9,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from helpers import Project, mlrunner_argv
-from ui_support import HOSTILE, Server, start_server
+from helpers import Project, mlrunner_argv, run_argv
+from ui_support import HOSTILE, Server, live_project, start_server, wait_for
 
 from mlrunner.ui import NotFound, UiData
 from mlrunner.ui.files import CHUNK, log_piece
@@ -297,3 +298,68 @@ def test_startup_imports_nothing_of_the_ui(ui_sweep: Project) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=ui_sweep.env, check=True
     )
     assert "LOADED []" in res.stdout, res.stdout
+
+
+def test_a_live_run_in_progress(tmp_path: Path) -> None:
+    project = live_project(tmp_path / "live proj")
+    runner = subprocess.Popen(run_argv(), cwd=project.path, env=project.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    srv = None
+    try:
+        wait_for(lambda: (project.path / "output" / ".mlrunner" / "ledger.db").exists(), what="the ledger")
+        srv = start_server(project, "output")
+        live = wait_for(
+            lambda: len(srv.json("/api/live")["live"]) == 2 and srv.json("/api/live"), what="2 live"
+        )
+        assert {a["name"] for a in live["live"]} == {"Job_one", "Job_two"} and live["runs"][0]["id"] == 1
+        doc = srv.json("/api/runs/1")
+        assert doc["run"]["status"] == "running"
+        assert sorted(c["status"] for t in doc["tasks"] for c in t["commands"]) == [
+            "pending",
+            "running",
+            "running",
+        ]
+        attempts = srv.json("/api/runs/1/attempts")
+        assert [a["ended_at"] for a in attempts["attempts"]] == [None, None] and attempts["now"] > 0
+        log = "/api/experiments/Job_one/log/wait"
+        first = wait_for(lambda: (got := srv.get(log))[0] == 200 and got[2], what="the first line")
+        assert first == b"waiting for one\n"
+        (project.path / "release" / "one").write_text("")
+        more = wait_for(lambda: srv.get(f"{log}?offset={len(first)}")[2] or None, what="more log")
+        assert more == b"released one\n"
+        wait_for(lambda: next(t for t in srv.json("/api/runs/1")["tasks"] if t["name"] == "Job_one")["status"]
+                 == "finished", what="Job_one finished")  # fmt: skip
+        for name in ("two", "three"):
+            (project.path / "release" / name).write_text("")
+        assert runner.wait(timeout=60) == 1
+        wait_for(lambda: srv.json("/api/runs/1")["run"]["status"] == "failed", what="the run's end")
+        three = next(t for t in srv.json("/api/runs/1")["tasks"] if t["name"] == "Job_three")
+        assert three["commands"][0]["exit_code"] == 3 and "three gives up" in three["commands"][0]["log_tail"]
+        assert srv.json("/api/live")["live"] == []
+    finally:
+        for name in ("one", "two", "three"):
+            (project.path / "release" / name).write_text("")
+        if runner.poll() is None:
+            runner.kill()
+        runner.communicate(timeout=30)
+        if srv is not None:
+            srv.stop()
+
+
+def test_the_table_is_served_at_once_and_made_again_behind(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    for i in range(3):
+        (output / f"E{i}").mkdir(parents=True)
+        (output / f"E{i}" / "param").write_text(f"x: {i}\n")
+        (output / f"E{i}" / "metrics.json").write_text(json.dumps({"acc": i / 10}))
+    data = UiData(output, fresh_s=0.3, stale_s=30, workers=1)
+    first = data.table()
+    assert [r["_name"] for r in json.loads(first.body)] == ["E0", "E1", "E2"] and data.is_fresh(first)
+    (output / "E3").mkdir()
+    (output / "E3" / "param").write_text("x: 3\n")
+    assert data.table() is first  # fresh: the same table
+    time.sleep(0.4)
+    assert data.table() is first and not data.is_fresh(first)  # stale: served, made again behind
+    newer = wait_for(lambda: (t := data.table()) is not first and t, what="the table made again")
+    assert [r["_name"] for r in json.loads(newer.body)][-1] == "E3" and newer.meta["count"] == 4
+    assert data.table(max_age=0) is not newer  # the report's: always made now

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 from helpers import Project, run_argv
-from ui_support import HOSTILE, LIVE_PARAMS, WAIT, Server, start_server, wait_for
+from ui_support import HOSTILE, Server, live_project, start_server, wait_for
 
 N_EXPERIMENTS = 7
 
@@ -199,15 +199,6 @@ def test_hostile_param_value_is_text(browser: Browser, server: Server) -> None:
         assert p.locator("img").count() == 0 and p.evaluate("typeof window.__pwned") == "undefined"
 
 
-def live_project(root: Path) -> Project:
-    root.mkdir(parents=True)
-    project = Project(root, root.parent / "locks")
-    project.write(WAIT, "wait.py")
-    project.write(LIVE_PARAMS)
-    (root / "release").mkdir()
-    return project
-
-
 def test_live_board_updates_without_reload(browser: Browser, tmp_path: Path) -> None:
     project = live_project(tmp_path / "live proj")
     runner = subprocess.Popen(run_argv(), cwd=project.path, env=project.env, stdout=subprocess.PIPE,
@@ -232,9 +223,15 @@ def test_live_board_updates_without_reload(browser: Browser, tmp_path: Path) -> 
         (project.path / "release" / "two").write_text("")
         wait_for(lambda: "released two" in log.inner_text(), what="the log tailed live")
         (project.path / "release" / "three").write_text("")
-        assert runner.wait(timeout=60) == 0
+        assert runner.wait(timeout=60) == 1  # Job_three fails
         page.wait_for_selector("#app[data-live='0']", timeout=15_000)
-        assert page.locator(".progress").get_attribute("data-finished") == "3"
+        assert page.locator(".progress").get_attribute("data-finished") == "2"
+        failure = page.locator(".failure")
+        assert (
+            failure.count() == 1 and "Job_three" in failure.inner_text() and "exit 3" in failure.inner_text()
+        )
+        assert "three gives up" in failure.locator("pre").inner_text()  # its log tail
+        assert page.locator("canvas.gantt").get_attribute("data-bars") == "3"
         browser.shot("run-board-done")
         log_page.close()
     finally:

@@ -73,6 +73,9 @@ print("waiting for", name, flush=True)
 while not os.path.exists(os.path.join("release", name)):
     time.sleep(0.05)
 print("released", name, flush=True)
+if name == "three":
+    print("three gives up", flush=True)
+    sys.exit(3)
 """
 
 LIVE_PARAMS = """
@@ -82,6 +85,17 @@ resource: [0, 1]
 ---
 job: [one, two, three]
 """
+
+
+def live_project(root: Path) -> Project:
+    """A project whose sweep (`run` in it) waits: each `Job_<name>` runs until
+    release/<name> exists; `Job_three` then fails (exit 3)."""
+    root.mkdir(parents=True)
+    project = Project(root, root.parent / "locks")
+    project.write(WAIT, "wait.py")
+    project.write(LIVE_PARAMS)
+    (root / "release").mkdir()
+    return project
 
 
 def git(cwd: Path, *args: str, env: dict[str, str]) -> str:

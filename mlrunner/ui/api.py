@@ -73,7 +73,12 @@ def build_app(data: UiData, *, allowed_hosts: tuple[str, ...] | None = None) -> 
     async def experiments(request: Request) -> Response:
         summary = parse_summary(request.query_params.getlist("summary"))
         table = await call(data.table, summary)
-        headers = {"Cache-Control": "no-cache", "ETag": table.etag, "Vary": "Accept-Encoding"}
+        headers = {
+            "Cache-Control": "no-cache",
+            "ETag": table.etag,
+            "Vary": "Accept-Encoding",
+            "X-Table-As-Of": f"{table.as_of:.3f}",
+        }
         if request.headers.get("if-none-match") == table.etag:
             return Response(status_code=304, headers=headers)
         if "gzip" in request.headers.get("accept-encoding", ""):
@@ -84,7 +89,7 @@ def build_app(data: UiData, *, allowed_hosts: tuple[str, ...] | None = None) -> 
     async def columns(request: Request) -> Response:
         summary = parse_summary(request.query_params.getlist("summary"))
         table = await call(data.table, summary)
-        return _json(table.meta)
+        return _json({**table.meta, "as_of": table.as_of, "stale": not data.is_fresh(table)})
 
     async def curves(request: Request) -> Response:
         metric = request.query_params.get("metric")

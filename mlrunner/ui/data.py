@@ -53,6 +53,7 @@ class Table:
     gzipped: bytes
     meta: dict[str, Any]
     made_at: float = field(default_factory=time.monotonic)
+    as_of: float = field(default_factory=time.time)
 
     @property
     def etag(self) -> str:
@@ -69,7 +70,14 @@ def parse_summary(values: Sequence[str]) -> Summary:
 class UiData:
     """The output root ``output`` as the UI shows it. Thread-safe."""
 
-    def __init__(self, output: str | os.PathLike[str], *, fresh_s: float = 2.0, workers: int | None = None):
+    def __init__(
+        self,
+        output: str | os.PathLike[str],
+        *,
+        fresh_s: float = 2.0,
+        stale_s: float = 60.0,
+        workers: int | None = None,
+    ):
         self.output = os.fspath(output)
         if not os.path.isdir(self.output):
             raise UsageError(
@@ -77,12 +85,15 @@ class UiData:
                 hint="pass the output root of your runs: mlrunner ui -o OUTPUT",
             )
         self.fresh_s = fresh_s
+        self.stale_s = stale_s
         self.workers = workers
         self._ledger: Ledger | None = None
         self._ledger_lock = threading.Lock()
         self._results: Results | None = None
         self._examine_lock = threading.Lock()
         self._tables: dict[Summary, Table] = {}
+        self._tables_lock = threading.Lock()
+        self._refreshing: set[Summary] = set()
 
     # --- the ledger -------------------------------------------------------------------
     def has_ledger(self) -> bool:
@@ -151,19 +162,48 @@ class UiData:
         return self._results
 
     def table(self, summary: Summary = (), *, max_age: float | None = None) -> Table:
-        """The experiments table with these summaries: the cached one while younger than
-        ``max_age`` (default ``fresh_s``), else examined again (unchanged dirs come from
-        the Examiner's cache)."""
+        """The experiments table with these summaries. Younger than ``max_age`` (default
+        ``fresh_s``): the cached one. Older but younger than ``stale_s``: the cached one
+        too, while a thread examines the dirs again for the next request (a page is never
+        held up by a re-examination). Else examined now (unchanged dirs come from the
+        Examiner's cache)."""
         limit = self.fresh_s if max_age is None else max_age
-        with self._examine_lock:
+        with self._tables_lock:
             cached = self._tables.get(summary)
-            if cached is not None and time.monotonic() - cached.made_at < limit:
+            age = None if cached is None else time.monotonic() - cached.made_at
+            if cached is not None and age is not None and age < limit:
                 return cached
-            table = self._make_table(summary)
+            if cached is not None and age is not None and max_age is None and age < self.stale_s:
+                if summary not in self._refreshing:
+                    self._refreshing.add(summary)
+                    threading.Thread(target=self._refresh, args=(summary,), daemon=True).start()
+                return cached
+        with self._examine_lock:
+            with self._tables_lock:  # made meanwhile by another request or the thread?
+                cached = self._tables.get(summary)
+                if cached is not None and time.monotonic() - cached.made_at < limit:
+                    return cached
+            return self._store(summary, self._make_table(summary))
+
+    def _refresh(self, summary: Summary) -> None:
+        try:
+            with self._examine_lock:
+                self._store(summary, self._make_table(summary))
+        except Exception:  # the next request examines again, and reports what fails
+            pass
+        finally:
+            with self._tables_lock:
+                self._refreshing.discard(summary)
+
+    def _store(self, summary: Summary, table: Table) -> Table:
+        with self._tables_lock:
             self._tables[summary] = table
             while len(self._tables) > 8:
                 self._tables.pop(next(iter(self._tables)))
-            return table
+        return table
+
+    def is_fresh(self, table: Table) -> bool:
+        return time.monotonic() - table.made_at < self.fresh_s
 
     def _make_table(self, summary: Summary) -> Table:
         results = self.results()

@@ -48,13 +48,16 @@
     const pc = new MLR.Parcoords(pcBox, () => refresh());
     const plot = { metric: null, colour: null, band: null, pcMetric: null, x: null, y: null, logx: false, logy: false };
 
+    let retries = 0;
     const load = async function () {
       const q = Object.entries(summary).filter(([, k]) => k).map(([m, k]) => "summary=" + encodeURIComponent(m + "=" + k)).join("&");
       const [m, r] = await Promise.all([MLR.api("/api/columns" + (q ? "?" + q : "")), MLR.api("/api/experiments" + (q ? "?" + q : ""))]);
       meta = m;
       rows = r;
-      for (const row of rows) row._text = Object.values(row).map(MLR.fmt).join("\u0001").toLowerCase();
       build();
+      /* A table kept from a while ago is shown at once while the server examines the dirs
+         again: ask once more for the new one. */
+      if (MLR.mode === "server" && meta.stale && retries++ < 5) MLR.timers.push(setTimeout(() => load().catch(showError), 1500));
     };
 
     function columns() {
@@ -107,14 +110,23 @@
     }
 
     let visible = [];
-    let timer = null;
+    let timer = null, pcTimer = null;
     function refresh() {
+      if (text && rows.length && rows[0]._text === undefined)
+        for (const row of rows) row._text = Object.values(row).map(MLR.fmt).join("\u0001").toLowerCase();
       const base = rows.filter((r) => (!text || r._text.includes(text)) && Object.entries(filters).every(([p, v]) => !v || MLR.fmt(r[p]) === v));
-      pc.set(base, meta.params.concat(plot.pcMetric ? [plot.pcMetric] : []));
-      const brushed = Object.keys(pc.brushes).length > 0;
-      visible = brushed ? base.filter((r) => pc.selected(r)) : base;
+      const axes = meta.params.concat(plot.pcMetric ? [plot.pcMetric] : []);
+      if (Object.keys(pc.brushes).length > 0) {
+        pc.set(base, axes);
+        visible = base.filter((r) => pc.selected(r));
+      } else {
+        visible = base;
+        clearTimeout(pcTimer);
+        pcTimer = setTimeout(() => pc.set(base, axes), 0); /* the table first, then the lines */
+      }
       table.setRows(visible);
       count.textContent = visible.length + " of " + rows.length + " experiments";
+      if (meta.as_of) count.title = "table as of " + new Date(meta.as_of * 1000).toLocaleTimeString();
       count.dataset.shown = String(visible.length);
       clearTimeout(timer);
       timer = setTimeout(() => { drawCurves(); drawScatter(); }, 250); // prettier-ignore
