@@ -148,6 +148,7 @@ def test_plots_render_and_brushing_filters_the_table(browser: Browser, server: S
     )
     assert inked > 2000
     browser.shot("experiments")
+    canvas.scroll_into_view_if_needed()  # the mouse only reaches what is in the viewport
     box = canvas.bounding_box()
     assert box is not None
     x = box["x"] + box["width"] - 60  # the last axis: the metric
