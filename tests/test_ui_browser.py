@@ -193,6 +193,15 @@ def test_hostile_param_value_is_text(browser: Browser, server: Server) -> None:
     assert page.locator("h1").inner_text() == name
     assert HOSTILE in page.locator("table.kv td").all_inner_texts()
     browser.shot("detail-hostile")
+    browser.open(server.url + "experiments")
+    page.select_option("select[aria-label='x']", "note")  # the scatter's category labels
+    page.select_option("select[aria-label='colour by']", "note")  # the curves' legend
+    wait_for(lambda: HOSTILE in page.locator("#scatter .xtick text").all_text_contents(), what="the label")
+    wait_for(
+        lambda: any(HOSTILE in t for t in page.locator("#curves .legendtext").all_text_contents()),
+        what="legend",
+    )
+    browser.shot("experiments-hostile-plots")
     browser.open(server.url + "compare?a=Cfg_a-Seed_0&b=" + quote(name, safe=""))
     assert HOSTILE in page.inner_text("main")
     browser.shot("compare")

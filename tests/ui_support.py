@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from helpers import Project, mlrunner_argv
 
-HOSTILE = "<img src=x onerror=alert(1)> $(touch pwned) 'q\" .."
+HOSTILE = "<img src=x onerror=alert(1)> <b>bold</b> $(touch pwned) 'q\" .."
 CHROMIUM_ENV = "MLRUNNER_CHROMIUM"
 CHROMIUM_ARGS = [
     "--headless",

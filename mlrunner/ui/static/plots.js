@@ -6,6 +6,11 @@
   const MLR = window.MLR;
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   MLR.color = (i) => PALETTE[i % PALETTE.length];
+  /* Plotly reads a few HTML tags and entities in its texts (names, titles, category
+     labels): escaped, a value shows as it is. Numbers pass unchanged. */
+  const T = (MLR.plotText = function (v) {
+    return typeof v === "string" ? v.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;") : v;
+  });
   const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["sendDataToCloud"] };
 
   /* Series of one metric grouped: by `colour` (legend) and, with `band`, mean/std over that
@@ -57,13 +62,13 @@
         traces.push({ x: g.x.concat(g.x.slice().reverse()), y: upper.concat(lower.reverse()), fill: "toself", fillcolor: c, opacity: 0.18,
           line: { width: 0 }, hoverinfo: "skip", showlegend: false, type: "scatter", mode: "lines" }); // prettier-ignore
       }
-      traces.push({ x: g.x, y: g.mean, type: "scatter", mode: "lines", line: { color: c, width: 1.6 }, name: name,
-        legendgroup: name, showlegend: !shown.has(name), hovertext: g.label + (band && g.n > 1 ? " (mean of " + g.n + ")" : ""),
+      traces.push({ x: g.x, y: g.mean, type: "scatter", mode: "lines", line: { color: c, width: 1.6 }, name: T(name),
+        legendgroup: name, showlegend: !shown.has(name), hovertext: T(g.label + (band && g.n > 1 ? " (mean of " + g.n + ")" : "")),
         hoverinfo: "x+y+text" }); // prettier-ignore
       shown.add(name);
     }
-    const layout = { margin: { l: 56, r: 16, t: 28, b: 40 }, height: 340, title: { text: metric, font: { size: 13 } },
-      xaxis: { title: { text: "step" } }, yaxis: { title: { text: metric } }, legend: { font: { size: 11 } }, uirevision: metric }; // prettier-ignore
+    const layout = { margin: { l: 56, r: 16, t: 28, b: 40 }, height: 340, title: { text: T(metric), font: { size: 13 } },
+      xaxis: { title: { text: "step" } }, yaxis: { title: { text: T(metric) } }, legend: { font: { size: 11 } }, uirevision: metric }; // prettier-ignore
     await Plotly.react(node, traces, layout, CONFIG);
     node.dataset.traces = String(traces.length);
   };
@@ -75,14 +80,14 @@
       const s = r._status || "-";
       if (!byStatus.has(s)) byStatus.set(s, { x: [], y: [], text: [] });
       const t = byStatus.get(s);
-      t.x.push(r[x]);
-      t.y.push(r[y]);
-      t.text.push(r._name);
+      t.x.push(T(r[x]));
+      t.y.push(T(r[y]));
+      t.text.push(T(r._name));
     }
-    const traces = Array.from(byStatus.entries()).map(([s, t], i) => ({ type: "scatter", mode: "markers", name: s, x: t.x, y: t.y,
+    const traces = Array.from(byStatus.entries()).map(([s, t], i) => ({ type: "scatter", mode: "markers", name: T(s), x: t.x, y: t.y,
       text: t.text, hoverinfo: "x+y+text", marker: { size: 6, opacity: 0.75, color: MLR.color(i) } })); // prettier-ignore
-    const layout = { margin: { l: 56, r: 16, t: 28, b: 40 }, height: 340, title: { text: y + " vs " + x, font: { size: 13 } },
-      xaxis: { title: { text: x }, type: logx ? "log" : "-" }, yaxis: { title: { text: y }, type: logy ? "log" : "-" } }; // prettier-ignore
+    const layout = { margin: { l: 56, r: 16, t: 28, b: 40 }, height: 340, title: { text: T(y + " vs " + x), font: { size: 13 } },
+      xaxis: { title: { text: T(x) }, type: logx ? "log" : "-" }, yaxis: { title: { text: T(y) }, type: logy ? "log" : "-" } }; // prettier-ignore
     await Plotly.react(node, traces, layout, CONFIG);
     node.dataset.points = String(rows.length);
   };
