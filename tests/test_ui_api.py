@@ -211,7 +211,8 @@ def test_a_100_mb_log_is_served_in_pieces(tmp_path: Path, ui_sweep: Project) -> 
         status, headers, body = srv.get("/api/experiments/Big/log/train?offset=104857000")
         assert status == 200 and body.endswith(b"end\n") and len(body) == 100 * 1024 * 1024 - 104857000
     finally:
-        srv.stop()
+        code, _, err = srv.stop()
+    assert code == 0 and "note: no ledger under" in err and "run -o" in err
 
 
 def test_names_checked_against_escapes(tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ def ui_command(
                 f"port {where.port} can read every log, param and patch under {output}",
                 err=True,
             )
+        for note in where.notes:
+            typer.echo(f"note: {note}", err=True)
         typer.echo(f"mlrunner ui: {output} at {where.url}  (Ctrl-C stops)", err=False)
 
     try:

@@ -21,12 +21,14 @@ DEFAULT_PORT = 8765
 
 @dataclass(frozen=True)
 class Serving:
-    """Where the view is served: ``url``; ``exposed``: bound beyond this machine."""
+    """Where the view is served: ``url``; ``exposed``: bound beyond this machine;
+    ``notes``: what the user should know (no ledger yet...)."""
 
     url: str
     host: str
     port: int
     exposed: bool
+    notes: tuple[str, ...] = ()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -93,8 +95,14 @@ def serve(
         server_header=False,
     )
     server = uvicorn.Server(config)
+    notes: tuple[str, ...] = ()
+    if not data.has_ledger():
+        notes = (
+            f"no ledger under '{data.output}' yet: the runs and their boards are empty until a sweep "
+            f"runs there (`run -o {data.output}`); experiment dirs are shown all the same",
+        )
     if on_ready is not None:
-        on_ready(Serving(url_of(host, bound_port), host, bound_port, exposed))
+        on_ready(Serving(url_of(host, bound_port), host, bound_port, exposed, notes))
     try:
         server.run(sockets=[sock])
     finally:
