@@ -47,7 +47,7 @@ from benchlib import (  # noqa: E402
     verdict,
 )
 
-HEAVY = ("pandas", "git", "submitit", "tensorboard")
+HEAVY = ("pandas", "git", "submitit", "tensorboard", "starlette", "uvicorn", "plotly")
 HELP_TARGET = 1.5
 LS_TARGET = 0.5
 N_RUNS = 10

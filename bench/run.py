@@ -11,6 +11,8 @@ Sections (``--only`` picks some; default all, in this order):
   ledger    16 processes x 500 attempt transitions                      (bench_ledger.py)
   examine   the Examiner over 10k experiment dirs vs 0.5.9              (bench_examine.py)
   snapshot  the git snapshot of a dirty ~50k-file repository            (bench_snapshot.py)
+  ui        GET /api/experiments over 10k dirs (cold, revalidated, warm) and the table
+            of 10k rows drawn in headless Chromium                       (bench_ui.py)
 
 ``--quick`` runs smaller sizes and fewer repetitions (a few minutes on 2 cores); ``--tiny``
 runs toy sizes that only prove the scripts work (the smoke test uses it; its figures mean
@@ -33,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_dispatch  # noqa: E402
 import bench_plan  # noqa: E402
 import bench_startup  # noqa: E402
+import bench_ui  # noqa: E402
 import existing  # noqa: E402
 from benchlib import ROOT, Row, load_average, machine, markdown_rows, print_rows  # noqa: E402
 
-SECTIONS = ("dispatch", "plan", "startup", "ledger", "examine", "snapshot")
+SECTIONS = ("dispatch", "plan", "startup", "ledger", "examine", "snapshot", "ui")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -52,6 +55,7 @@ def section(name: str, mode: str, install: bool) -> list[Row]:
         "ledger": lambda: existing.ledger(mode),
         "examine": lambda: existing.examine(mode),
         "snapshot": lambda: existing.snapshot(mode),
+        "ui": lambda: bench_ui.run(mode),
     }
     return runners[name]()
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from helpers import Project, old_mlrunner_python
+from ui_support import chromium, ui_sweep  # noqa: F401  (the web UI's session fixtures)
 
 
 @pytest.fixture(scope="session")

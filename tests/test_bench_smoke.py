@@ -94,3 +94,16 @@ def test_results_file_keeps_the_notes_around_the_table(tmp_path: Path) -> None:
     text = path.read_text()
     assert "table one" not in text and "table two | with a pipe" in text
     assert text.startswith("# Results\n\nintro $(date) `x`\n\n") and text.endswith("\n## Notes\nkept\n")
+
+
+def test_ui_section_runs(tmp_path: Path) -> None:
+    proc, results = run_suite(tmp_path, "ui")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = summary_rows(proc.stdout)
+    for metric in (
+        "ui: GET /api/experiments 60 dirs, cold s",
+        "ui: GET /api/experiments 60 dirs, warm s (vs cold)",
+        "ui: table of 60 rows drawn in Chromium s (vs warm API)",
+    ):
+        assert metric in rows, f"{metric!r} missing from the summary: {sorted(rows)}"
+        assert rows[metric][-1] == "-" and rows[metric][0].endswith(" s")  # measured, not skipped
