@@ -349,3 +349,76 @@ def test_a_run_that_skipped_everything_keeps_the_provenance_of_the_run_that_ran(
     table = ex.table(ledger=True)
     assert set(table["_run_id"]) == {1}  # the run whose attempts produced the experiments
     assert not any(table["_git_dirty"])  # they ran on clean code
+
+
+# --- 11. --isolate keeps the script's outputs and leaves the user's repo alone -----------------
+
+
+def test_isolate_writes_outputs_into_the_experiment_dir_and_registers_no_worktree(project: Project) -> None:
+    project.write(
+        """
+        template:
+          train: "echo w > {_output}/ckpt.pt"
+        ---
+        x: [1]
+        """
+    )
+    (project.path / ".gitignore").write_text("output/\n")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "c")
+    project.run("--isolate", check=0)
+    assert (project.path / "output" / "X_1" / "ckpt.pt").read_text() == "w\n"
+    assert not list((project.path / "output" / ".mlrunner").rglob("ckpt.pt"))  # not in the checkout
+    worktrees = (
+        subprocess.run(
+            ["git", "worktree", "list"], cwd=project.path, capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .splitlines()
+    )
+    assert len(worktrees) == 1, worktrees  # the user's own checkout only
+
+
+# --- 6 and 9. taking over a dead runner's work never waits in a transaction, nor in turn ------
+
+ORPHANS = """
+template:
+  a: "trap '' TERM; echo {x} >> {_output}/../../started.a; sleep {t}; echo {x} >> {_output}/../../done.a"
+resource: [0, 1, 2, 3, 4, 5, 6, 7]
+---
+x: [1, 2, 3, 4]
+t: [3]
+---
+x: [5, 6, 7, 8, 9, 10, 11, 12]
+t: [0.1]
+"""
+
+
+def kill_runner_with_orphans(project: Project, grace: str = "40") -> None:
+    project.write(ORPHANS.replace("resource: [0, 1, 2, 3, 4, 5, 6, 7]", "resource: [0, 1, 2, 3]"))
+    proc = project.popen("--grace", grace)
+    wait_for(lambda: len(pids_in(project.path / "started.a")) == 4, "four long commands started")
+    proc.send_signal(signal.SIGKILL)  # dies alone: four commands that ignore SIGTERM run on
+    proc.communicate()
+
+
+def test_runners_taking_over_a_dead_runners_work_never_lock_each_other_out(project: Project) -> None:
+    kill_runner_with_orphans(project)
+    t0 = time.monotonic()
+    b, c = project.popen("--resume", "--grace", "40"), project.popen("--grace", "40")
+    outs = [p.communicate(timeout=120) for p in (b, c)]
+    assert time.monotonic() - t0 < 30  # nobody waited out a 40 s grace period
+    for _out, err in outs:
+        assert "locked" not in err and "Traceback" not in err, err
+    done = (project.path / "done.a").read_text().split()
+    assert sorted(done, key=int) == [str(x) for x in range(1, 13)]  # each exactly once
+
+
+def test_a_resume_waits_for_the_dead_runners_commands_together_never_one_by_one(project: Project) -> None:
+    kill_runner_with_orphans(project, grace="3")
+    res = project.run("--resume", check=0, timeout=120)
+    waits = [line for line in res.stdout.splitlines() if line.startswith("WAIT")]
+    assert len(waits) == 4, res.stdout  # all four at once, none stopped (they ignore SIGTERM)
+    done = (project.path / "done.a").read_text().split()
+    assert sorted(done, key=int) == [str(x) for x in range(1, 13)]  # the four ended on their own

@@ -149,7 +149,7 @@ class RunRecorder:
         states: dict[str, str] = {}  # latest attempt status per command, read with the claim
         if not self.ledger.claim_task(key, self.run_id, states=states):
             return False
-        if AttemptStatus.RUNNING in states.values():
+        if AttemptStatus.RUNNING in states.values() and item.adopted is None:
             # taken over from a runner that died meanwhile: its command may still run; it is
             # settled by adopt(), outside this claim's transaction (it reads /proc and files)
             with self._lock:

@@ -160,7 +160,9 @@ class Runner:
 
         plan = sweep.plan(
             spec,
-            output=req.output,
+            # --isolate: commands run in a checkout elsewhere, so {_output} must be absolute
+            # for their files to reach the experiment dir
+            output=os.path.join(req.cwd, req.output) if req.isolate else req.output,
             title=req.title,
             commands=list(req.commands) if req.commands is not None else None,
             sample=req.sample,

@@ -10,6 +10,7 @@ captured working state.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,55 +231,48 @@ def _commands(exp: Path, warnings: list[str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in scripts.items()}
 
 
-def materialize(snapshot: Snapshot, dest: str | os.PathLike[str]) -> Path:
-    """Check out the snapshot as a git worktree at ``dest`` (for ``run --isolate``).
+MARK_SUFFIX = ".snapshot"  # beside an isolation checkout: the snapshot it holds
 
-    Returns the checkout's root (absolute ``dest``); commands run in
-    ``root / snapshot.subdir``, the run's cwd inside it. Idempotent: when ``dest``
-    already is a worktree at this snapshot, nothing is done. Raises SnapshotError when
-    there is no snapshot to check out or ``dest`` holds something else.
+
+def materialize(snapshot: Snapshot, dest: str | os.PathLike[str]) -> Path:
+    """Check out the snapshot's files at ``dest`` (for ``run --isolate``).
+
+    A plain checkout through a temporary index: the user's repository gets no worktree
+    (``git worktree list`` never shows it), no index change, no ref. Returns the checkout's
+    root (absolute ``dest``); commands run in ``root / snapshot.subdir``, the run's cwd inside
+    it. Idempotent: when ``dest`` already holds this snapshot, nothing is done. Raises
+    SnapshotError when there is no snapshot to check out or ``dest`` holds something else.
     """
     if snapshot.vcs is None or not snapshot.snapshot_id or not snapshot.repo_root:
         why = snapshot.error or "the run is not in a git repository (or git is missing)"
         raise SnapshotError(f"cannot isolate the run: {why}", hint="run without --isolate")
     target = Path(dest).absolute()
+    mark = target.with_name(target.name + MARK_SUFFIX)
     if target.is_dir() and any(target.iterdir()):
-        head = _worktree_head(target)
-        if head == snapshot.snapshot_id:
+        held = mark.read_text().strip() if mark.is_file() else None
+        if held == snapshot.snapshot_id:
             return target
         raise SnapshotError(
-            f"{target} already holds {'commit ' + head if head else 'other files'}, "
+            f"{target} already holds {'snapshot ' + held if held else 'other files'}, "
             f"not snapshot {snapshot.snapshot_id}",
             hint="remove that directory, or isolate into another one",
         )
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        run_git(snapshot.repo_root, "worktree", "add", "--detach", str(target), snapshot.snapshot_id)
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="mlrunner-index-") as tmp:
+            env = {**git_env(), "GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            run_git(snapshot.repo_root, "read-tree", snapshot.snapshot_id, env=env)
+            run_git(snapshot.repo_root, "checkout-index", "--all", "--force", f"--prefix={target}/", env=env)
+        mark.write_text(snapshot.snapshot_id + "\n")
     except (GitFailed, OSError) as exc:
         raise SnapshotError(f"cannot check out snapshot {snapshot.snapshot_id} into {target}: {exc}") from exc
     return target
 
 
-def _worktree_head(target: Path) -> str | None:
-    if not (target / ".git").exists():
-        return None
-    try:
-        top = run_git(target, "rev-parse", "--show-toplevel").decode().strip()
-        if os.path.realpath(top) != os.path.realpath(target):
-            return None
-        return run_git(target, "rev-parse", "HEAD").decode().strip()
-    except (GitFailed, OSError):
-        return None
-
-
 def remove_worktree(snapshot: Snapshot, dest: str | os.PathLike[str]) -> None:
-    """Remove a worktree made by :func:`materialize` (and git's record of it); no-op if absent."""
-    if not snapshot.repo_root or not os.path.isdir(snapshot.repo_root):
-        return
+    """Remove a checkout made by :func:`materialize`; no-op if absent."""
     target = Path(dest).absolute()
-    try:
-        if target.exists():
-            run_git(snapshot.repo_root, "worktree", "remove", "--force", str(target))
-        run_git(snapshot.repo_root, "worktree", "prune")
-    except GitFailed as exc:
-        raise SnapshotError(f"cannot remove the isolated worktree {target}: {exc}") from exc
+    mark = target.with_name(target.name + MARK_SUFFIX)
+    if mark.is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        mark.unlink(missing_ok=True)
