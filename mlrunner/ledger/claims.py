@@ -30,19 +30,35 @@ def delete_claim(conn: sqlite3.Connection, task_key: str, me: procs.ProcessId) -
     )
 
 
-def _fill_states(conn: sqlite3.Connection, task_key: str, states: dict[str, str] | None) -> None:
+def _fill_states(
+    conn: sqlite3.Connection,
+    task_key: str,
+    states: dict[str, str] | None,
+    runners: dict[str, procs.ProcessId] | None = None,
+) -> None:
     if states is not None:
         states.clear()
-        for command, status in conn.execute(
-            "SELECT command, status FROM attempts WHERE task_key = ? AND latest = 1", (task_key,)
+        for command, status, host, boot, pid, start in conn.execute(
+            "SELECT command, status, host, boot_id, runner_pid, runner_start FROM attempts "
+            "WHERE task_key = ? AND latest = 1",
+            (task_key,),
         ):
             states[command] = status
+            if runners is not None:
+                runners[command] = procs.ProcessId(host, boot, pid, start)
 
 
 class ClaimsPart(LedgerPart):
     """Claim and release tasks."""
 
-    def claim_task(self, task_key: str, run_id: int, *, states: dict[str, str] | None = None) -> bool:
+    def claim_task(
+        self,
+        task_key: str,
+        run_id: int,
+        *,
+        states: dict[str, str] | None = None,
+        runners: dict[str, procs.ProcessId] | None = None,
+    ) -> bool:
         """Atomically claim a task for this process: at most one live runner per task.
 
         Succeeds when nobody holds it, this process already does, or the holder is dead
@@ -52,18 +68,19 @@ class ClaimsPart(LedgerPart):
 
         ``states``, when given and the claim succeeds, is filled in the claim's own
         transaction with the task's latest attempt status per command *as stored* (a
-        ``running`` attempt of a dead runner stays ``running`` here: settle it first).
+        ``running`` attempt of a dead runner stays ``running`` here: settle it first), and
+        ``runners`` with the runner that made that attempt.
         """
         me = self._me()
         with self.db.transaction() as conn:  # the common case, an unclaimed task: one write transaction
             if insert_claim(conn, task_key, run_id, me):
-                _fill_states(conn, task_key, states)
+                _fill_states(conn, task_key, states, runners)
                 return True
             held = conn.execute("SELECT * FROM claims WHERE task_key = ?", (task_key,)).fetchone()
             if held is not None and (held["host"], held["boot_id"], held["pid"], held["proc_start"]) == (
                 me.host, me.boot_id, me.pid, me.start,
             ):  # fmt: skip
-                _fill_states(conn, task_key, states)
+                _fill_states(conn, task_key, states, runners)
                 return True
         # held by another process: liveness is checked outside any transaction (it reads /proc)
         if (
@@ -87,7 +104,7 @@ class ClaimsPart(LedgerPart):
                 )
             if not insert_claim(conn, task_key, run_id, me):
                 return False
-            _fill_states(conn, task_key, states)
+            _fill_states(conn, task_key, states, runners)
             return True
 
     def release_task(self, task_key: str) -> None:

@@ -69,7 +69,7 @@ def _statuses(req: RunRequest, tasks: Sequence[Task]) -> list[str]:
             if not done:
                 break
             state = states.get((task.key, command.name))
-            if state is None:
+            if state is None and not req.no_subdir:  # one shared stat file: it says nothing
                 if stat is None:
                     stat = expfiles.read_stat(task.output_dir) if os.path.isdir(task.output_dir) else {}
                 state = stat.get(command.name)

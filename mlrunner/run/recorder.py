@@ -147,7 +147,15 @@ class RunRecorder:
     def claim(self, item: WorkItem) -> bool:
         key = item.task.key
         states: dict[str, str] = {}  # latest attempt status per command, read with the claim
-        if not self.ledger.claim_task(key, self.run_id, states=states):
+        runners: dict[str, procs.ProcessId] = {}  # ... and the runner that made it
+        if not self.ledger.claim_task(key, self.run_id, states=states, runners=runners):
+            return False
+        if any(
+            AttemptStatus(states[c.name]).failed and runners[c.name].alive() is not False
+            for c in item.commands
+            if c.name in states
+        ):  # a runner sharing this sweep (alive) failed it: final for every runner of it
+            self.ledger.release_task(key)
             return False
         if AttemptStatus.RUNNING in states.values() and item.adopted is None:
             # taken over from a runner that died meanwhile: its command may still run; it is

@@ -11,6 +11,7 @@ from typing import Any
 
 # options a resumed run takes from the stored run, and those the resume command line may change
 STORED = (
+    "cwd",
     "params_path",
     "output",
     "title",
@@ -87,7 +88,13 @@ class RunRequest:
     def resumed(self, stored: Mapping[str, Any]) -> RunRequest:
         """This request resuming a run that stored ``stored``: the stored options, but for
         those of :data:`RESUME_MAY_CHANGE` given explicitly here."""
-        changes = {k: stored[k] for k in STORED if k in stored}
+        changes = {k: stored[k] for k in STORED if k in stored and stored[k] is not None}
+        # the run goes on where it started: its cwd, and its output root from there (a
+        # resume from another directory must not write into that directory)
+        cwd = str(changes.get("cwd") or self.cwd)
+        out = str(changes.get("output", self.output))
+        if not os.path.isabs(out) and os.path.realpath(cwd) != os.path.realpath(self.cwd):
+            changes["output"] = os.path.join(cwd, out)
         changes.update({k: stored[k] for k in RESUME_MAY_CHANGE if k in stored and k not in self.given})
         for k in _TUPLES:
             if changes.get(k) is not None:

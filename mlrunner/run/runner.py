@@ -134,7 +134,9 @@ class Runner:
         """The request this run runs: a new run's gets its time, a resumed run's takes the
         stored options (but for those given explicitly, see :meth:`RunRequest.resumed`)."""
         if resumed is not None:
-            return self.request.resumed(resumed.row.get("options") or {})
+            stored = dict(resumed.row.get("options") or {})
+            stored.setdefault("cwd", resumed.row.get("cwd"))  # runs stored before options had it
+            return self.request.resumed(stored)
         seed = self.request.seed
         if seed is None:  # chosen now and stored, so a resume draws and shuffles as this run
             seed = int.from_bytes(os.urandom(4), "big") >> 1
@@ -349,8 +351,10 @@ class Runner:
             remaining = []
             for command in task.commands:
                 state = states.get((task.key, command.name))
-                if state is None and not req.resume:
-                    if stat is None:  # experiment dirs written by mlrunner 0.5.9 carry only a stat file
+                # experiment dirs written by mlrunner 0.5.9 carry only a stat file; with
+                # --no-subdir every task shares one, which says nothing of a new task
+                if state is None and not req.resume and not req.no_subdir:
+                    if stat is None:
                         stat = expfiles.read_stat(task.output_dir) if os.path.isdir(task.output_dir) else {}
                     if stat.get(command.name) == AttemptStatus.FINISHED:
                         state = AttemptStatus.FINISHED

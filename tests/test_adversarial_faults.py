@@ -1,0 +1,113 @@
+"""Faults of the filesystem, the host and concurrent resumes (issue 18): one test per promise,
+named for it; each failed on the code before the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from helpers import Project, run_argv
+
+
+def wait_for(cond, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{what}: not in time")
+
+
+def show(project: Project, run: int = 1, output: str = "output") -> dict:  # type: ignore[type-arg]
+    res = project.mlrunner("ledger", "show", str(run), "-o", output, "--json", check=0)
+    return json.loads(res.stdout)
+
+
+def words(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+# --- 3. a resume from another directory runs where the run started ---------------------------
+
+
+def test_resume_from_another_directory_writes_where_the_run_started(project: Project, tmp_path: Path) -> None:
+    project.write(
+        """
+        template:
+          a: "cat data.txt >> {_output}/seen; [ -e go ] || exit 3"
+        ---
+        x: [1, 2]
+        """
+    )
+    (project.path / "data.txt").write_text("from the project\n")
+    project.run(check=1)  # both fail: no `go` yet
+    (project.path / "go").write_text("")
+    elsewhere = tmp_path / "somewhere else"
+    elsewhere.mkdir()
+    res = subprocess.run(
+        run_argv("--resume", "-o", str(project.path / "output")),
+        cwd=elsewhere,
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert list(elsewhere.iterdir()) == []  # nothing written here
+    for x in (1, 2):
+        assert (project.path / "output" / f"X_{x}" / "seen").read_text() == "from the project\n" * 2
+    assert {c["status"] for t in show(project)["tasks"] for c in t["commands"]} == {"finished"}
+
+
+# --- 4. --no-subdir never skips a new task ------------------------------------------------------
+
+
+def test_no_subdir_runs_a_task_added_later(project: Project) -> None:
+    grid = """
+        template:
+          a: "echo {x} >> done"
+        ---
+        x: [X]
+        """
+    project.write(grid.replace("[X]", "[1]"))
+    project.run("--no-subdir", check=0)
+    project.write(grid.replace("[X]", "[1, 2]"))
+    res = project.run("--no-subdir", check=0)
+    assert "SKIP" in res.stdout and res.stdout.count("START") == 1, res.stdout
+    assert words(project.path / "done") == ["1", "2"]
+
+
+# --- 5. a failing command fails once for every runner of a sweep -----------------------------
+
+
+def test_concurrent_runners_run_a_failing_command_once(project: Project) -> None:
+    project.write(
+        """
+        template:
+          a: "echo {x} >> tries; sleep 0.2; exit 1"
+        resource: [0, 1]
+        ---
+        x: [1, 2, 3, 4, 5, 6, 7, 8]
+        """
+    )
+    runners = [project.popen()]
+    wait_for(lambda: len(words(project.path / "tries")) >= 2, "the first runner failed two")
+    runners += [project.popen() for _ in range(3)]  # they find those failures already recorded
+    for r in runners:
+        r.communicate(timeout=120)
+    tries = words(project.path / "tries")
+    assert sorted(tries, key=int) == [str(x) for x in range(1, 9)], tries  # once each, whoever ran it
+    project.run("--retries", "1", check=1)  # a later run reruns failures: with its retries
+    assert len(words(project.path / "tries")) == 8 + 16
+
+
+def test_a_later_run_reruns_the_failures_of_a_finished_one(project: Project) -> None:
+    """The other half of the rule: a failure of a runner that is gone is rerun."""
+    project.write("template:\n  a: echo {x} >> tries; exit 1\n---\nx: [1]\n")
+    project.run(check=1)
+    project.run(check=1)
+    assert words(project.path / "tries") == ["1", "1"]
+    assert os.path.isdir(project.path / "output")
