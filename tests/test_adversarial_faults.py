@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -87,7 +89,7 @@ def test_concurrent_runners_run_a_failing_command_once(project: Project) -> None
     project.write(
         """
         template:
-          a: "echo {x} >> tries; sleep 0.2; exit 1"
+          a: "echo {x} >> tries; sleep 0.6; exit 1"
         resource: [0, 1]
         ---
         x: [1, 2, 3, 4, 5, 6, 7, 8]
@@ -111,3 +113,99 @@ def test_a_later_run_reruns_the_failures_of_a_finished_one(project: Project) -> 
     project.run(check=1)
     assert words(project.path / "tries") == ["1", "1"]
     assert os.path.isdir(project.path / "output")
+
+
+# --- 1. a new hostname never hides a dead runner ------------------------------------------------
+
+
+def other_host_resume(project: Project) -> subprocess.CompletedProcess[str]:
+    """`run --resume` in a UTS namespace of its own: the same machine under another hostname
+    (a new container, a renamed machine)."""
+    argv = " ".join(f"'{a}'" for a in run_argv("--resume"))
+    return subprocess.run(
+        ["unshare", "--uts", "sh", "-c", f"hostname another-host && exec {argv}"],
+        cwd=project.path,
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def age_heartbeats(project: Project, seconds: float) -> None:
+    con = sqlite3.connect(project.path / "output" / ".mlrunner" / "ledger.db")
+    con.execute("UPDATE runners SET heartbeat_at = heartbeat_at - ?", (seconds,))
+    con.commit()
+    con.close()
+
+
+def test_a_runner_on_another_host_is_dead_once_its_heartbeat_is_stale(project: Project) -> None:
+    project.write(
+        """
+        template:
+          a: "echo {x} >> started; sleep {t}; echo {x} >> done"
+        resource: [0, 1]
+        ---
+        x: [1, 2]
+        t: [0.3]
+        ---
+        x: [3, 4]
+        t: [30]
+        """
+    )
+    proc = project.popen()
+    wait_for(lambda: len(words(project.path / "started")) == 2, "two started")
+    proc.send_signal(signal.SIGKILL)  # the runner dies alone...
+    proc.communicate()
+    wait_for(lambda: len(words(project.path / "done")) == 2, "its commands ended on their own")
+    age_heartbeats(project, 120)  # ...a couple of minutes ago
+    res = other_host_resume(project)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "No task failed." in res.stdout
+    assert sorted(words(project.path / "done"), key=int) == ["1", "2", "3", "4"]
+    assert sorted(words(project.path / "started"), key=int) == ["1", "2", "3", "4"]  # none ran twice
+    doc = show(project)
+    assert doc["run"]["status"] == "finished"
+    assert {c["status"] for t in doc["tasks"] for c in t["commands"]} == {"finished"}
+
+
+def test_a_runner_on_another_host_with_a_fresh_heartbeat_keeps_its_tasks(project: Project) -> None:
+    project.write("template:\n  a: echo {x} >> started; sleep 30\n---\nx: [1]\n")
+    proc = project.popen()
+    wait_for(lambda: len(words(project.path / "started")) == 1, "started")
+    try:
+        res = other_host_resume(project)  # its heartbeat is fresh: it counts as alive
+        assert words(project.path / "started") == ["1"]  # nothing taken from it
+        assert "START" not in res.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+
+
+# --- 2. a resume beside a live run joins it --------------------------------------------------
+
+
+def test_a_resume_beside_a_live_run_joins_it_and_the_run_ends_with_its_last_runner(project: Project) -> None:
+    project.write(
+        """
+        template:
+          a: "echo {x} >> started; sleep {t}"
+        resource: [0]
+        ---
+        x: [1]
+        t: [3]
+        ---
+        x: [2, 3]
+        t: [0.1]
+        """
+    )
+    first = project.popen()
+    wait_for(lambda: words(project.path / "started") == ["1"], "the first runner works")
+    res = project.run("--resume", check=0)  # joins: runs 2 and 3 while the first runs 1
+    assert "joining it" in res.stdout, res.stdout
+    doc = show(project)
+    assert doc["run"]["status"] == "running" and doc["run"]["pid"] == first.pid  # its row untouched
+    first.communicate(timeout=60)
+    doc = show(project)
+    assert doc["run"]["status"] == "finished" and doc["run"]["pid"] == first.pid
+    assert sorted(words(project.path / "started")) == ["1", "2", "3"]

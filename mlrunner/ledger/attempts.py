@@ -16,7 +16,7 @@ from typing import Any
 
 from mlrunner import procs
 from mlrunner.errors import LedgerError, did_you_mean
-from mlrunner.ledger.base import LedgerPart, Liveness, attempt_record, dumps, sql_text
+from mlrunner.ledger.base import LedgerPart, attempt_record, dumps, sql_text
 from mlrunner.ledger.claims import delete_claim
 from mlrunner.ledger.schema import refresh_task_progress
 from mlrunner.status import END_STATUSES, AttemptStatus
@@ -166,7 +166,7 @@ class AttemptsPart(LedgerPart):
         attempt recorded without its pid (the runner died right after the spawn) gets the
         pid of its shepherd when one still runs here (found by its command line).
         """
-        alive = Liveness()
+        alive = self._liveness()
         out = []
         for row in self._running(task_key):
             if alive.runner_alive(row) is False:
@@ -190,7 +190,7 @@ class AttemptsPart(LedgerPart):
         Every attempt column (run_id, command, resource, gpus, started_at epoch, pid,
         log_path...) plus the task's name and output_dir.
         """
-        alive = Liveness()
+        alive = self._liveness()
         return [attempt_record(row) for row in self._running(None) if alive.runner_alive(row) is not False]
 
     def attempts_for(self, task_key: str, command: str | None = None) -> list[dict[str, Any]]:
@@ -205,7 +205,7 @@ class AttemptsPart(LedgerPart):
                     "SELECT * FROM attempts WHERE task_key = ? AND command = ? ORDER BY id",
                     (task_key, command),
                 ).fetchall()
-        alive = Liveness()
+        alive = self._liveness()
         out = []
         for row in rows:
             attempt = attempt_record(row)
@@ -232,5 +232,5 @@ class AttemptsPart(LedgerPart):
                     chunk = keys[i : i + 500]
                     where = f"AND task_key IN ({', '.join('?' * len(chunk))})"
                     rows.extend(conn.execute(sql.format(where=where), chunk).fetchall())
-        alive = Liveness()
+        alive = self._liveness()
         return {(r["task_key"], r["command"]): alive.attempt_status(r) for r in rows}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +47,35 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-class Liveness:
-    """Memoised runner liveness for one query (None: on another host, unknowable here)."""
+HEARTBEAT_S = 5.0  # how often a runner writes its heartbeat into the ledger
+STALE_S = 60.0  # a runner of another host whose heartbeat is older than this is dead
 
-    def __init__(self) -> None:
+Heartbeats = Mapping[tuple[str, str, int, int | None], tuple[float, float | None]]
+
+
+class Liveness:
+    """Memoised runner liveness for one query. On this host and boot: its process (pid and
+    start time). On another host (another container, a renamed machine): alive only while
+    its heartbeat in the ledger is fresh (:data:`STALE_S`); None when it never wrote one
+    (a runner older than heartbeats: unknowable here). ``heartbeats``: loads them (once)."""
+
+    def __init__(self, heartbeats: Callable[[], Heartbeats] | None = None) -> None:
         self._memo: dict[tuple[Any, ...], bool | None] = {}
+        self._load = heartbeats
+        self._beats: Heartbeats | None = None
 
     def __call__(self, host: str, boot: str, pid: int | None, start: int | None) -> bool | None:
         key = (host, boot, pid, start)
         if key not in self._memo:
-            self._memo[key] = procs.is_alive(host, boot, pid, start)
+            alive = procs.is_alive(host, boot, pid, start)
+            if alive is None and self._load is not None and pid is not None:
+                if self._beats is None:
+                    self._beats = self._load()
+                beat = self._beats.get((host, boot, int(pid), start))
+                if beat is not None:
+                    heartbeat_at, ended_at = beat
+                    alive = ended_at is None and time.time() - heartbeat_at < STALE_S
+            self._memo[key] = alive
         return self._memo[key]
 
     def runner_alive(self, row: Row) -> bool | None:
@@ -110,6 +130,21 @@ class LedgerPart:
         if self._me_cache is None or self._me_cache[0] != pid:
             self._me_cache = (pid, procs.ProcessId.of(pid))
         return self._me_cache[1]
+
+    def _liveness(self) -> Liveness:
+        """A :class:`Liveness` that reads this ledger's heartbeats for runners of other hosts."""
+        return Liveness(self._heartbeats)
+
+    def _heartbeats(self) -> Heartbeats:
+        with self.db.transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT host, boot_id, pid, proc_start, heartbeat_at, ended_at FROM runners"
+            ).fetchall()
+        return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in rows}
+
+    def runner_alive(self, who: procs.ProcessId) -> bool | None:
+        """Whether a runner is alive (see :class:`Liveness`)."""
+        return self._liveness()(who.host, who.boot_id, who.pid, who.start)
 
     def _no_run(self, run_id: int) -> LedgerError:
         return LedgerError(

@@ -85,7 +85,7 @@ class ClaimsPart(LedgerPart):
         # held by another process: liveness is checked outside any transaction (it reads /proc)
         if (
             held is not None
-            and procs.is_alive(held["host"], held["boot_id"], held["pid"], held["proc_start"]) is not False
+            and self._liveness()(held["host"], held["boot_id"], held["pid"], held["proc_start"]) is not False
         ):
             return False
         with self.db.transaction() as conn:
@@ -119,9 +119,10 @@ class ClaimsPart(LedgerPart):
         me = self._me()
         with self.db.transaction(write=False) as conn:
             rows = conn.execute("SELECT task_key, host, boot_id, pid, proc_start FROM claims").fetchall()
+        alive = self._liveness()
         return {
             r["task_key"]
             for r in rows
             if (r["host"], r["boot_id"], r["pid"], r["proc_start"]) != (me.host, me.boot_id, me.pid, me.start)
-            and procs.is_alive(r["host"], r["boot_id"], r["pid"], r["proc_start"]) is not False
+            and alive(r["host"], r["boot_id"], r["pid"], r["proc_start"]) is not False
         }

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from mlrunner.ledger.base import LedgerPart, Liveness, loads, run_record, sql_text
+from mlrunner.ledger.base import LedgerPart, loads, run_record, sql_text
 from mlrunner.status import AttemptStatus, TaskStatus
 
 # What the views need of an attempt row (the latest per task and command).
@@ -90,7 +90,7 @@ class QueriesPart(LedgerPart):
                 "LEFT JOIN tasks t ON t.key = rt.task_key GROUP BY r.id ORDER BY r.id"
             ).fetchall()
             running = conn.execute(_RUNNING_LATEST).fetchall()
-        alive = Liveness()
+        alive = self._liveness()
         live: set[tuple[int, str]] = set()
         held: set[tuple[int, str]] = set()
         for r in running:
@@ -126,7 +126,7 @@ class QueriesPart(LedgerPart):
                 "ON a.task_key = rt.task_key AND a.latest = 1 WHERE rt.run_id = ?",
                 (int(run_id),),
             ).fetchall()
-        alive = Liveness()
+        alive = self._liveness()
         latest = {}
         for row in latest_rows:
             attempt = dict(row)
@@ -185,7 +185,7 @@ class QueriesPart(LedgerPart):
                 )  # fmt: skip
                 for r in conn.execute("SELECT id, git_commit, git_dirty, env_hash FROM runs")
             }
-        alive = Liveness()
+        alive = self._liveness()
         latest: dict[str, dict[str, dict[str, Any]]] = {}
         for row in latest_rows:
             attempt = dict(row)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlrunner.errors import LedgerError
-from mlrunner.ledger.base import LedgerPart, Liveness, dumps, run_record
+from mlrunner.ledger.base import LedgerPart, dumps, run_record
 from mlrunner.status import RunStatus
 
 # What a run row may hold (``dry-run`` is only ever a summary, never recorded).
@@ -75,7 +75,7 @@ class RunsPart(LedgerPart):
                 row = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
             else:
                 row = conn.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
-        return None if row is None else run_record(row, Liveness())
+        return None if row is None else run_record(row, self._liveness())
 
     def update_run(
         self,

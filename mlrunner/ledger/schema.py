@@ -177,6 +177,17 @@ def _m0007_cancels(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m0008_runners(conn: sqlite3.Connection) -> None:
+    """Every runner of a run (a resume beside a live run joins it) and its heartbeat: a
+    runner on another host is alive only while its heartbeat is fresh."""
+    conn.execute(
+        "CREATE TABLE runners (host TEXT NOT NULL, boot_id TEXT NOT NULL, pid INTEGER NOT NULL, "
+        "proc_start INTEGER, run_id INTEGER NOT NULL REFERENCES runs(id), started_at REAL NOT NULL, "
+        "heartbeat_at REAL NOT NULL, ended_at REAL, PRIMARY KEY (host, boot_id, pid, proc_start))"
+    )
+    conn.execute("CREATE INDEX runners_run ON runners(run_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _m0001_initial),
     Migration("0002_attempt_failure_details", _m0002_failure_details),
@@ -184,6 +195,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0004_failure_class_oom_split", _m0004_failure_class_oom_split),
     Migration("0006_run_env", _m0006_run_env),
     Migration("0007_cancels", _m0007_cancels),
+    Migration("0008_runners", _m0008_runners),
 )
 
 

@@ -23,12 +23,13 @@ from mlrunner.ledger.cancels import CancelsPart
 from mlrunner.ledger.claims import ClaimsPart
 from mlrunner.ledger.db import CHECKPOINT_INTERVAL_S, LedgerDB
 from mlrunner.ledger.queries import QueriesPart
+from mlrunner.ledger.runners import RunnersPart
 from mlrunner.ledger.runs import RunsPart
 
 __all__ = ["LOG_TAIL_MAX", "Ledger"]
 
 
-class Ledger(RunsPart, ClaimsPart, AttemptsPart, CancelsPart, QueriesPart):
+class Ledger(RunsPart, RunnersPart, ClaimsPart, AttemptsPart, CancelsPart, QueriesPart):
     """The ledger of one output root. Thread-safe; fork-safe (reconnects in the child).
 
     ``create=False``: the ledger must exist (LedgerError otherwise); it is opened

@@ -12,8 +12,9 @@ ends. :func:`settle_orphans` decides, for each attempt of a dead runner:
 - it is gone without one (killed with its runner, a power loss before it ended): ``lost``,
   and it runs again.
 
-Nothing here signals a process. Attempts of another host are left alone: their liveness
-cannot be decided here. Slurm attempts (a job id) are the Slurm backend's to reattach.
+Nothing here signals a process. An attempt of a runner on another host (another container,
+a renamed machine) is settled once that runner's heartbeat is stale: by its exit file, else
+``lost``. Slurm attempts (a job id) are the Slurm backend's to reattach.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlrunner import expdir, procs
 from mlrunner.backends.base import Adopted, ProcessRef
-from mlrunner.events import Emit, InfoMessage
+from mlrunner.events import Emit, InfoMessage, WarningMessage
 from mlrunner.status import AttemptStatus
 
 if TYPE_CHECKING:
@@ -56,9 +57,10 @@ def settle_orphans(ledger: Ledger, emit: Emit, task_key: str | None = None) -> d
     adopt, by task key."""
     adopted: dict[str, Adopted] = {}
     for att in ledger.orphaned_attempts(task_key) if task_key else ledger.orphaned_attempts():
-        if att.get("job_id") or (att.get("host") and att["host"] != procs.hostname()):
+        if att.get("job_id"):
             continue
         where = att.get("output_dir") or att["task_key"]
+        elsewhere = bool(att.get("host")) and att["host"] != procs.hostname()
         command = att["command"]
         log = att.get("log_path")
         process = live_shepherd(att)
@@ -81,6 +83,13 @@ def settle_orphans(ledger: Ledger, emit: Emit, task_key: str | None = None) -> d
         code = procs.read_exit(procs.exit_path(log)) if log else None
         if code is None or log is None:
             ledger.end_attempt(att["id"], status=AttemptStatus.LOST)
+            if elsewhere:  # its runner's heartbeat is stale; its command cannot be seen from here
+                emit(
+                    WarningMessage(
+                        f"'{command}' of {where}: its runner on host {att['host']} stopped its heartbeat "
+                        "and it left no exit status: it runs again (if it still runs there, stop it)"
+                    )
+                )
             continue
         failed = code != 0
         status = AttemptStatus.FAILED if failed else AttemptStatus.FINISHED

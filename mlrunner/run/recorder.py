@@ -151,7 +151,7 @@ class RunRecorder:
         if not self.ledger.claim_task(key, self.run_id, states=states, runners=runners):
             return False
         if any(
-            AttemptStatus(states[c.name]).failed and runners[c.name].alive() is not False
+            AttemptStatus(states[c.name]).failed and self.ledger.runner_alive(runners[c.name]) is not False
             for c in item.commands
             if c.name in states
         ):  # a runner sharing this sweep (alive) failed it: final for every runner of it

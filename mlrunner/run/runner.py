@@ -32,6 +32,7 @@ from mlrunner.events import (
     WarningMessage,
     ignore,
 )
+from mlrunner.run.close import close_run
 from mlrunner.run.dry import dry_run
 from mlrunner.run.limits import time_limits
 from mlrunner.run.orphans import settle_orphans
@@ -101,7 +102,7 @@ class Runner:
                     run_id, adopted = self._open_run(ledger, req, spec, tasks, code, resumed, summary)  # 5
                     items = self._unfinished(ledger, req, tasks, run_id, summary, adopted)  # 6
                     recorder = self._execute(ledger, req, spec, backend, items, code, summary, now)  # 7, 8
-                    self._close_run(ledger, run_id, recorder, summary, tasks)
+                    close_run(ledger, run_id, recorder, summary, tasks, self._skipped)
         finally:
             if resumed is not None:
                 resumed.ledger.close()
@@ -300,7 +301,13 @@ class Runner:
         the commands to adopt, by task key."""
         if resumed is not None:
             run_id = int(resumed.row["id"])
-            ledger.update_run(run_id, status=RunStatus.RUNNING)
+            if resumed.row.get("runner_alive") and resumed.row.get("pid") != os.getpid():
+                # its runner still works on it: join as another worker, its row untouched
+                self.emit(
+                    InfoMessage(f"Run {run_id} is still running (pid {resumed.row['pid']}): joining it")
+                )
+            else:
+                ledger.update_run(run_id, status=RunStatus.RUNNING)
         else:
             run_id = ledger.create_run(
                 argv=list(req.argv),
@@ -313,6 +320,7 @@ class Runner:
                 env_hash=code.env_hash,
             )
         summary.run_id = run_id
+        ledger.runner_started(run_id)
         ledger.register_tasks(
             run_id,
             [
@@ -430,7 +438,7 @@ class Runner:
             },
         )
         try:
-            with stop_on_signals(recorder, self.emit), ledger.background_checkpoints():
+            with stop_on_signals(recorder, self.emit), ledger.background_checkpoints(), ledger.heartbeats():
                 if items:
                     backend.execute(items, recorder, options)
         except BaseException:
@@ -441,44 +449,6 @@ class Runner:
             raise
         recorder.close()
         return recorder
-
-    def _close_run(
-        self, ledger: Ledger, run_id: int, recorder: RunRecorder, summary: RunSummary, tasks: Sequence[Task]
-    ) -> None:
-        """The end of step 8: the summary's counts and the run row's final status. Commands
-        another runner sharing the sweep ran (or runs) are counted as such, not as not started."""
-        summary.signal = recorder.signal_received
-        recorder.tally()
-        mine = recorder.recorded()
-        states = ledger.command_states([t.key for t in tasks])
-        held = ledger.held_by_others()
-        for t in tasks:
-            for c in t.commands:
-                key = (t.key, c.name)
-                if key in mine or key in self._skipped:
-                    continue
-                if states.get(key) in _ELSEWHERE or t.key in held:
-                    summary.elsewhere += 1
-        summary.not_started = max(
-            0,
-            summary.n_commands
-            - summary.skipped
-            - summary.finished
-            - summary.failed
-            - summary.interrupted
-            - summary.elsewhere,
-        )
-        if summary.signal is not None or recorder.stop.is_set():
-            summary.status = RunStatus.INTERRUPTED
-        elif summary.failed:
-            summary.status = RunStatus.FAILED
-        else:
-            summary.status = RunStatus.FINISHED
-        ledger.update_run(run_id, status=summary.status, ended_at=time.time())
-
-
-# the states of a command another runner ran or runs
-_ELSEWHERE = frozenset({AttemptStatus.FINISHED, AttemptStatus.FAILED, AttemptStatus.RUNNING})
 
 
 def _n_commands(tasks: Sequence[Task]) -> int:
