@@ -8,6 +8,7 @@ it and exits with :attr:`MlrunnerError.exit_code`, without a traceback.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -95,6 +96,27 @@ class RestoreError(MlrunnerError):
     """An experiment's code could not be restored."""
 
     exit_code = 1
+
+
+class StorageError(MlrunnerError):
+    """The output's filesystem is full or read-only: the run stops cleanly (interrupted)."""
+
+    exit_code = 1
+
+
+# Errors of a file that stop the whole run (the disk is full or read-only), as opposed to one
+# experiment's (its dir deleted, a permission): that experiment's command fails alone.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def storage_error(exc: OSError, where: str | None = None) -> StorageError:
+    """A :class:`StorageError` saying what is full or read-only, and how to go on."""
+    path = exc.filename or where or "the output"
+    what = "read-only" if exc.errno == errno.EROFS else "full (no space left, or over quota)"
+    return StorageError(
+        f"the filesystem holding {path} is {what}: the run stopped",
+        hint="free space or remount it writable, then `run --resume -o OUTPUT` finishes what is left",
+    )
 
 
 class ResourceError(MlrunnerError):

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from helpers import Project, run_argv
 
 
@@ -209,3 +212,68 @@ def test_a_resume_beside_a_live_run_joins_it_and_the_run_ends_with_its_last_runn
     doc = show(project)
     assert doc["run"]["status"] == "finished" and doc["run"]["pid"] == first.pid
     assert sorted(words(project.path / "started")) == ["1", "2", "3"]
+
+
+# --- 6. the runner's own file errors never crash the sweep -----------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (as root, which CI is), unmounted afterwards."""
+    mnt = tmp_path / "small disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_stops_the_run_cleanly_with_what_is_full(project: Project, small_disk: Path) -> None:
+    project.write(
+        """
+        template:
+          a: cat /dev/zero > {_output}/big 2>/dev/null; echo {x} >> "$DONE"; true
+        ---
+        x: [1, 2, 3]
+        """
+    )
+    project.env["DONE"] = str(project.path / "done")
+    res = project.run("-o", str(small_disk / "output"), check=1)
+    assert "Traceback" not in res.stderr and "Bus error" not in res.stderr
+    assert "is full" in res.stderr and "run --resume" in res.stderr, res.stderr
+    assert words(project.path / "done") == ["1"]  # it stopped: nothing more was started
+
+
+def test_a_read_only_output_at_start_is_a_clear_error(project: Project, small_disk: Path) -> None:
+    (small_disk / "output").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    project.write("template:\n  a: echo\n---\nx: [1]\n")
+    res = project.run("-o", str(small_disk / "output"), check=None)
+    assert res.returncode in (1, 2) and "Traceback" not in res.stderr
+    assert "read-only" in res.stderr.lower() or "Read-only" in res.stderr, res.stderr
+
+
+def test_a_deleted_experiment_dir_fails_that_experiment_only(project: Project) -> None:
+    project.write(
+        """
+        template:
+          a: "echo {x} >> {_output}/../../a; sleep {t}"
+          b: "echo {x} >> {_output}/../../b"
+        ---
+        x: [1]
+        t: [1.5]
+        ---
+        x: [2, 3]
+        t: [0]
+        """
+    )
+    proc = project.popen()
+    wait_for(lambda: words(project.path / "a")[:1] == ["1"], "the first experiment runs")
+    shutil.rmtree(project.path / "output" / "X_1-T_1.5")  # while its first command runs
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert sorted(words(project.path / "b")) == ["2", "3"]  # the rest went on
+    by = {(t["name"], c["name"]): c for t in show(project)["tasks"] for c in t["commands"]}
+    failed = by[("X_1-T_1.5", "b")]
+    assert failed["status"] == "failed" and "No such file or directory" in (failed["log_tail"] or "")

@@ -121,6 +121,7 @@ class Outcome:
     exit_code: int | None = None
     signal: int | None = None
     failure_class: FailureClass | None = None
+    reason: str | None = None  # why, when the log cannot say it (the command never started)
 
 
 class Allocation(Protocol):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mlrunner import expdir as expfiles
 from mlrunner import procs
 from mlrunner.backends.base import Adopted, Outcome, Placement, ProcessRef, WorkItem
+from mlrunner.errors import STORAGE_ERRNOS, storage_error
 from mlrunner.events import Emit, Ended, RunSummary, Started, WarningMessage
 from mlrunner.run.orphans import settle_orphans
 from mlrunner.status import UNFINISHED_STATUSES, AttemptStatus, FailureClass
@@ -168,7 +169,22 @@ class RunRecorder:
                 self.ledger.release_task(key)
                 return False
             item.commands = left
-        out = item.task.output_dir
+        try:
+            self._prepare_dir(item)
+        except OSError as exc:
+            if exc.errno in STORAGE_ERRNOS:
+                raise storage_error(exc, item.task.output_dir) from exc
+            # this experiment's dir cannot be made (removed meanwhile, a permission): its
+            # command fails, with the reason; the rest of the sweep goes on
+            self._failed_before_start(item, f"cannot prepare {item.task.output_dir}: {exc.strerror or exc}")
+            self.ledger.release_task(key)
+            return False
+        return True
+
+    def _prepare_dir(self, item: WorkItem) -> None:
+        """The experiment dir, what earlier runs wrote in it, and the run's git snapshot and
+        environment linked into it."""
+        key, out = item.task.key, item.task.output_dir
         fresh = False
         try:
             os.mkdir(out)
@@ -176,7 +192,7 @@ class RunRecorder:
             stat: dict[str, str] = {}
             scripts: dict[str, str] = {}
         except FileExistsError:  # keep what earlier runs recorded for the other commands
-            self._files.flush()  # (and this run: --no-subdir puts every task in one dir)
+            self._guard(out, self._files.flush)  # (and this run: --no-subdir shares one dir)
             stat = expfiles.read_stat(out)
             old = expfiles.read_param(out) or {}
             scripts = dict(old["_scripts"]) if isinstance(old.get("_scripts"), dict) else {}
@@ -199,7 +215,42 @@ class RunRecorder:
             from mlrunner.envinfo import link_env
 
             link_env(self.env_file, out)
-        return True
+
+    def _guard(self, exp_dir: str, write: Callable[[], None]) -> None:
+        """A write of the param/stat view files: a full or read-only disk stops the run
+        (StorageError); another error (the dir removed...) is a warning: the ledger has it."""
+        try:
+            write()
+        except OSError as exc:
+            if exc.errno in STORAGE_ERRNOS:
+                raise storage_error(exc, exp_dir) from exc
+            self.warn(f"cannot write {exc.filename or exp_dir}: {exc.strerror or exc} (the ledger has it)")
+
+    def _failed_before_start(self, item: WorkItem, reason: str) -> None:
+        """The item's first command failed before it could start: an attempt of it, failed
+        at once with ``reason`` as its log tail."""
+        task, command = item.task, item.commands[0]
+        attempt = self.ledger.start_attempt(
+            run_id=self.run_id, task_key=task.key, command=command.name, resource=None, gpus=None,
+            log_path=None, snapshot_id=self.snapshot_id,
+        )  # fmt: skip
+        self.ledger.end_attempt(attempt, status=AttemptStatus.FAILED, log_tail=f"mlrunner: {reason}\n")
+        with self._lock:
+            self._final[(task.key, command.name)] = (AttemptStatus.FAILED, task.output_dir)
+        self.warn(f"'{command.name}' of {task.output_dir} failed: {reason}")
+        self.emit(
+            Ended(
+                position=item.position,
+                total=item.total,
+                output_dir=task.output_dir,
+                command=command.name,
+                status=AttemptStatus.FAILED,
+                exit_code=None,
+                signal=None,
+                failure_class=None,
+                log="-",
+            )
+        )
 
     def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
         """The task's attempts that ran as (Slurm) jobs, from any run, oldest first."""
@@ -289,7 +340,7 @@ class RunRecorder:
         with self._lock:
             stat = self._stats.setdefault(task.key, {})
             stat[command.name] = AttemptStatus.RUNNING.value
-            self._files.stat(task.output_dir, stat, delay)
+            self._guard(task.output_dir, lambda: self._files.stat(task.output_dir, stat, delay))
             write_param = task.key in self._param_due
             self._param_due.discard(task.key)
             if write_param:  # once per task: every command's line, with this slot and the log names
@@ -303,7 +354,7 @@ class RunRecorder:
             params.update(
                 _name=task.name, _output=task.output_dir, _time=self.time_str, _scripts=scripts_copy
             )
-            self._files.param(task.output_dir, params)
+            self._guard(task.output_dir, lambda: self._files.param(task.output_dir, params))
         self.emit(
             Started(
                 position=item.position,
@@ -337,7 +388,7 @@ class RunRecorder:
         failure_class = outcome.failure_class
         tail = None
         if status is not AttemptStatus.FINISHED:
-            tail = expfiles.log_tail(log_path)
+            tail = expfiles.log_tail(log_path) or outcome.reason
             if failure_class is None and status is AttemptStatus.FAILED:
                 from mlrunner.resources import classify_failure
 
@@ -357,7 +408,7 @@ class RunRecorder:
                 self._released.add(task.key)
             stat = self._stats.setdefault(task.key, {})
             stat[command.name] = status.value
-            self._files.stat(task.output_dir, stat)
+            self._guard(task.output_dir, lambda: self._files.stat(task.output_dir, stat))
             self._final[(task.key, command.name)] = (status, task.output_dir)
         self.emit(
             Ended(
@@ -380,4 +431,4 @@ class RunRecorder:
         try:
             self._record_processes()
         finally:
-            self._files.close()
+            self._guard("the experiment dirs", self._files.close)

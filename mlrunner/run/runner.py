@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlrunner import expdir as expfiles
 from mlrunner.backends.base import Adopted, Backend, RunOptions, WorkItem
-from mlrunner.errors import UsageError
+from mlrunner.errors import STORAGE_ERRNOS, MlrunnerError, UsageError, storage_error
 from mlrunner.events import (
     Emit,
     InfoMessage,
@@ -103,6 +103,12 @@ class Runner:
                     items = self._unfinished(ledger, req, tasks, run_id, summary, adopted)  # 6
                     recorder = self._execute(ledger, req, spec, backend, items, code, summary, now)  # 7, 8
                     close_run(ledger, run_id, recorder, summary, tasks, self._skipped)
+        except OSError as exc:  # the run's own files (the params copy, the snapshot...)
+            if exc.errno in STORAGE_ERRNOS:
+                raise storage_error(exc) from exc
+            raise UsageError(
+                f"cannot write {exc.filename or 'a file of the run'}: {exc.strerror or exc}"
+            ) from exc
         finally:
             if resumed is not None:
                 resumed.ledger.close()
@@ -441,11 +447,18 @@ class Runner:
             with stop_on_signals(recorder, self.emit), ledger.background_checkpoints(), ledger.heartbeats():
                 if items:
                     backend.execute(items, recorder, options)
-        except BaseException:
+        except BaseException as exc:
             try:
                 recorder.close()  # what is queued still reaches the experiment dirs
             except Exception:  # the first error is the one to report
                 pass
+            if isinstance(exc, MlrunnerError):  # a full disk...: the run stopped cleanly
+                try:
+                    ledger.runner_ended()
+                    if not ledger.other_runners(summary.run_id):
+                        ledger.update_run(summary.run_id, status=RunStatus.INTERRUPTED)
+                except MlrunnerError:  # the ledger's own disk: its runner reads as dead
+                    pass
             raise
         recorder.close()
         return recorder

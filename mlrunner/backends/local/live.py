@@ -39,7 +39,7 @@ def spawn_error(exc: OSError, text: str) -> str:
             f"command line too long: {len(text.encode())} bytes, over the kernel's limit for one "
             "argument (128 KiB) or for all of them; pass big values through a file"
         )
-    return f"cannot start the command: {exc.strerror or exc}"
+    return f"cannot start the command: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
 
 
 def write_reason(log: Path, reason: str) -> None:

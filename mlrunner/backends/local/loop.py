@@ -69,6 +69,7 @@ from mlrunner.backends.local.limits import Limits
 from mlrunner.backends.local.live import Live, drain, named, prefer, spawn_error, write_reason
 from mlrunner.backends.local.machine import Job, Next, Phase, StopAction
 from mlrunner.backends.local.wake import Waker
+from mlrunner.errors import STORAGE_ERRNOS, storage_error
 from mlrunner.status import AttemptStatus
 
 POLL_S = 0.1  # the longest the loop sleeps without looking at recorder.stop
@@ -322,8 +323,13 @@ class _Loop(Generic[A]):
                 command.text, log, {**job.env, **attempt_env(job.failures + 1), ATTEMPT_ENV: str(attempt)}
             )
         except OSError as exc:  # this command cannot start; the others go on
-            write_reason(log, spawn_error(exc, command.text))
-            job.spawn_failed(attempt, log)
+            if exc.errno in STORAGE_ERRNOS:  # ...unless the disk is full or read-only: all stop
+                job.spawn_failed(attempt, log)
+                self.ended.append(job)
+                raise storage_error(exc, str(log)) from exc
+            reason = spawn_error(exc, command.text)
+            write_reason(log, reason)
+            job.spawn_failed(attempt, log, f"mlrunner: {reason}\n")
             self.ended.append(job)
             return
         job.started(proc.pid, log)

@@ -198,11 +198,11 @@ class Job(Generic[A]):
         self.to(Phase.RUNNING)
         self.pid, self.log, self.attempt, self.outcome = pid, log, attempt, None
 
-    def spawn_failed(self, attempt: int, log: Path) -> Outcome:
-        """SPAWNING -> EXITED: its recorded attempt could not start; it failed."""
+    def spawn_failed(self, attempt: int, log: Path, reason: str | None = None) -> Outcome:
+        """SPAWNING -> EXITED: its recorded attempt could not start (``reason``); it failed."""
         self.to(Phase.EXITED)
         self.pid, self.log, self.attempt = None, log, attempt
-        self.outcome = Outcome(status=AttemptStatus.FAILED)
+        self.outcome = Outcome(status=AttemptStatus.FAILED, reason=reason)
         self.failures += 1
         return self.outcome
 
