@@ -9,6 +9,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,3 +278,65 @@ def test_a_deleted_experiment_dir_fails_that_experiment_only(project: Project) -
     by = {(t["name"], c["name"]): c for t in show(project)["tasks"] for c in t["commands"]}
     failed = by[("X_1-T_1.5", "b")]
     assert failed["status"] == "failed" and "No such file or directory" in (failed["log_tail"] or "")
+
+
+# --- 9. a stopped process holding the ledger never kills the others ---------------------------
+
+HOLDER = """
+import os, signal, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)  # stopped inside its write transaction (Ctrl-Z)
+con.execute("COMMIT")
+"""
+
+
+def test_a_runner_waits_for_a_stopped_lock_holder_and_says_who_it_is(project: Project) -> None:
+    project.write("template:\n  a: echo {x} >> done\n---\nx: [1, 2, 3]\n")
+    project.run("-f", check=0)  # the ledger exists
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(project.path / "output" / ".mlrunner" / "ledger.db")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        project.env["MLRUNNER_LEDGER_BUSY_S"] = "1"
+        runner = project.popen("-f")
+        time.sleep(3)  # three busy timeouts: it would have died after the first
+        assert runner.poll() is None, runner.communicate()
+        holder.send_signal(signal.SIGCONT)  # the holder goes on and commits
+        out, err = runner.communicate(timeout=60)
+        assert runner.returncode == 0, err
+        assert "waiting for the ledger's write lock" in err and f"pid {holder.pid}" in err, err
+        assert "STOPPED" in err and f"kill -CONT {holder.pid}" in err
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.wait(timeout=30)
+    assert words(project.path / "done") == ["1", "2", "3"] * 2
+
+
+def test_status_names_a_stopped_runner(project: Project) -> None:
+    project.write("template:\n  a: echo {x} >> started; sleep 2\n---\nx: [1, 2]\n")
+    proc = project.popen()
+    wait_for(lambda: words(project.path / "started") == ["1"], "running")
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        out = project.mlrunner("status", check=0).stdout
+        assert f"pid {proc.pid}" in out and "STOPPED" in out and f"kill -CONT {proc.pid}" in out, out
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.communicate(timeout=60)
+
+
+# --- 10. small ones ----------------------------------------------------------------------------
+
+
+def test_resume_of_a_run_stopped_before_its_ledger_says_what_was_found(project: Project) -> None:
+    project.write("template:\n  a: echo\n---\nx: [1]\n")
+    (project.path / "output" / ".mlrunner" / "snapshots").mkdir(parents=True)
+    (project.path / "output" / "params.yaml").write_text("template: {a: echo}\n")
+    res = project.run("--resume", check=2)
+    assert "a run started there" in res.stderr and "params.yaml" in res.stderr
+    assert "run -o output" in res.stderr

@@ -423,6 +423,8 @@ def status_command(output: OutputOpt = "output", as_json: JsonOpt = False) -> No
         _fail(exc)
         return
     live, active, orphaned = doc["live"], doc["runs"], doc["orphaned"]
+    for stopped in doc["stopped"]:
+        typer.echo(f"runner {stopped}")
     if as_json:
         typer.echo(json.dumps(doc, indent=2, default=str))
         return

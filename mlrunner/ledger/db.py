@@ -26,17 +26,17 @@ import sqlite3
 import sys
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
 from mlrunner.errors import LedgerError, NoLedgerError
-from mlrunner.ledger.fs import LEDGER_DIR_ENV, check_local_filesystem, ledger_path
+from mlrunner.ledger.fs import LEDGER_DIR_ENV, check_local_filesystem, ledger_path, lock_holders
 from mlrunner.ledger.schema import migrate, pending_migrations
 
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = float(os.environ.get("MLRUNNER_LEDGER_BUSY_S") or 30.0)  # wait for the write lock
 CHECKPOINT_INTERVAL_S = 0.5  # LedgerDB.background_checkpoints
 CHECKPOINT_JOIN_S = 5.0  # how long the run's end waits for the last background checkpoint
 WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
@@ -46,6 +46,21 @@ MIGRATION_LOCK_TIMEOUT_S = 120.0
 # parent's locks or checkpoint under it): they are parked here for the child's lifetime.
 _ABANDONED: list[sqlite3.Connection] = []
 _LEDGERS: weakref.WeakSet[LedgerDB] = weakref.WeakSet()
+
+
+def started_traces(output: str | os.PathLike[str]) -> list[str]:
+    """What a run leaves in an output root before its ledger exists (the params file's copy,
+    its git snapshot's work dir), by name."""
+    out = Path(output)
+    found = [p.name for p in out.glob("*.yaml*") if p.is_file()][:3]
+    if (out / ".mlrunner" / "snapshots").is_dir():
+        found.append(".mlrunner/snapshots")
+    return found
+
+
+def _is_busy(e: sqlite3.Error) -> bool:
+    name = getattr(e, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(e)
 
 
 def _reset_locks_in_child() -> None:
@@ -79,9 +94,18 @@ class LedgerDB:
         # whether its write transaction has begun
         self._batching = False
         self._batch_began = False
+        # a runner sets this: waiting for the write lock is then said here and never fails
+        self.on_busy: Callable[[str], None] | None = None
         _LEDGERS.add(self)
         check_local_filesystem(self.dir, mounts_file)
         if not create and not self.path.is_file():
+            traces = started_traces(self.output)
+            if traces:  # a run began here, and stopped before its ledger was written
+                raise NoLedgerError(
+                    f"no ledger for output '{self.output}', though a run started there (found "
+                    f"{', '.join(traces)}): it stopped before its ledger existed, so nothing of it ran",
+                    hint=f"start it again with `run -o {self.output}`",
+                )
             raise NoLedgerError(
                 f"no ledger for output '{self.output}': {self.path} does not exist",
                 hint=f"nothing has run with -o {self.output} yet (check -o), "
@@ -349,7 +373,7 @@ class LedgerDB:
         assert self._batching
         if write and not self._batch_began:
             try:
-                self.connection().execute("BEGIN IMMEDIATE")
+                self._begin(self.connection(), "BEGIN IMMEDIATE")
             except sqlite3.Error as e:
                 raise self._error(e, "write") from e
             self._batch_began = True
@@ -388,7 +412,7 @@ class LedgerDB:
             try:
                 conn = self.connection()
                 for sql in begin:
-                    conn.execute(sql)
+                    self._begin(conn, sql)
             except sqlite3.Error as e:
                 raise self._error(e, doing) from e
             try:
@@ -404,6 +428,24 @@ class LedgerDB:
             except sqlite3.Error as e:
                 self._quietly(conn, rollback)
                 raise self._error(e, doing) from e
+
+    def _begin(self, conn: sqlite3.Connection, sql: str) -> None:
+        """``sql`` (a BEGIN): when another process holds the write lock past the busy timeout
+        and ``on_busy`` is set (a runner), say who holds it and wait on, never fail."""
+        waited = 0.0
+        while True:
+            try:
+                conn.execute(sql)
+                return
+            except sqlite3.OperationalError as e:
+                if self.on_busy is None or not _is_busy(e):
+                    raise
+                waited += BUSY_TIMEOUT_S
+                holders = lock_holders(self.path) or ["another process"]
+                self.on_busy(
+                    f"waiting for the ledger's write lock ({waited:.0f} s so far), held by "
+                    f"{'; '.join(holders)}; this runner waits on"
+                )
 
     @staticmethod
     def _quietly(conn: sqlite3.Connection, statements: Sequence[str]) -> None:

@@ -89,3 +89,44 @@ def check_local_filesystem(directory: str | os.PathLike[str], mounts_file: str |
             f"reboots, e.g. export {LEDGER_DIR_ENV}=/var/tmp/$USER/mlrunner, and use the same value "
             f"for every run and `mlrunner` command on this output",
         )
+
+
+def lock_holders(db: Path) -> list[str]:
+    """The other processes that have the ledger open (from /proc), each as 'pid N (its
+    command line)', and 'stopped' with how to go on when one is (Ctrl-Z, SIGSTOP): who may
+    hold its write lock."""
+    names = {os.path.realpath(db), os.path.realpath(f"{db}-wal")}
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+            except OSError:
+                continue
+            if target in names:
+                out.append(describe_process(int(entry)))
+                break
+    return out
+
+
+def describe_process(pid: int) -> str:
+    """'pid N (command line)', with '(stopped: kill -CONT N resumes it)' when it is stopped."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return f"pid {pid}"
+    state = stat[stat.rindex(b")") + 2 :].split()[0]
+    text = f"pid {pid} ({argv[:80]})"
+    if state in (b"T", b"t"):
+        text += f" which is STOPPED (Ctrl-Z or SIGSTOP): `kill -CONT {pid}` resumes it"
+    return text

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from mlrunner import procs
 from mlrunner.ledger.base import HEARTBEAT_S, LedgerPart
+from mlrunner.ledger.fs import describe_process
 
 
 class RunnersPart(LedgerPart):
@@ -63,6 +64,20 @@ class RunnersPart(LedgerPart):
             who = procs.ProcessId(r[0], r[1], r[2], r[3])
             if who != me and alive(who.host, who.boot_id, who.pid, who.start):
                 out.append(who)
+        return out
+
+    def stopped_runners(self) -> list[str]:
+        """The runners of this host that are stopped (Ctrl-Z, SIGSTOP): they hold their
+        commands and maybe the ledger's write lock. Each as 'pid N (...) which is STOPPED...'."""
+        with self.db.transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT pid, proc_start FROM runners WHERE ended_at IS NULL AND host = ? AND boot_id = ?",
+                (procs.hostname(), procs.boot_id()),
+            ).fetchall()
+        out = []
+        for pid, start in rows:
+            if procs.proc_start_time(pid) == start and procs.proc_state(pid) in ("T", "t"):
+                out.append(describe_process(pid))
         return out
 
     @contextmanager

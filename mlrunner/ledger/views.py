@@ -144,13 +144,15 @@ def live_doc(ledger: Ledger) -> dict[str, Any]:
     """``status --json``: ``{"live": the running attempts whose runner is alive (every
     attempt column, epoch times, the task's name and output_dir), "orphaned": those whose
     runner died while the command still runs (running without a runner: ``run --resume``
-    waits for them), "runs": the running runs (rows of :func:`runs_doc`)}``."""
+    waits for them), "stopped": runners of this host that are stopped (Ctrl-Z, SIGSTOP),
+    "runs": the running runs (rows of :func:`runs_doc`)}``."""
     live = ledger.live_attempts()
     orphaned = [a for a in ledger.orphaned_attempts() if a.get("command_alive") and not a.get("job_id")]
     runs = runs_doc(ledger)
     return {
         "live": live,
         "orphaned": orphaned,
+        "stopped": ledger.stopped_runners(),
         "runs": [r for r in runs if r.get("status") == RunStatus.RUNNING],
     }
 

@@ -15,6 +15,7 @@ from mlrunner.procs.identity import (
     is_alive,
     proc_ppid,
     proc_start_time,
+    proc_state,
     start_time_between,
 )
 from mlrunner.procs.spawn import (
@@ -46,6 +47,7 @@ __all__ = [
     "kill_proven",
     "proc_ppid",
     "proc_start_time",
+    "proc_state",
     "read_exit",
     "signal_tree",
     "spawn",

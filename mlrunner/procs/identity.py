@@ -74,6 +74,14 @@ def start_time_between(before_ns: int, after_ns: int) -> int | None:
     return first if after_ns // tick == first else None
 
 
+def proc_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` (R, S, D, T stopped, Z zombie...), None when gone."""
+    data = _read_proc_stat(pid)
+    if not data:
+        return None
+    return data[data.rindex(b")") + 2 :].split()[0].decode()
+
+
 def proc_ppid(pid: int) -> int | None:
     data = _read_proc_stat(pid)
     if not data:

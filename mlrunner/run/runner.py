@@ -99,6 +99,7 @@ class Runner:
             else:
                 code = self._snapshot(req, spec, resumed, now)  # 4
                 with self._ledger(req, resumed) as ledger:
+                    ledger.db.on_busy = lambda message: self.emit(WarningMessage(message))
                     run_id, adopted = self._open_run(ledger, req, spec, tasks, code, resumed, summary)  # 5
                     items = self._unfinished(ledger, req, tasks, run_id, summary, adopted)  # 6
                     recorder = self._execute(ledger, req, spec, backend, items, code, summary, now)  # 7, 8
