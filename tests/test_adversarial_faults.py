@@ -340,3 +340,82 @@ def test_resume_of_a_run_stopped_before_its_ledger_says_what_was_found(project: 
     res = project.run("--resume", check=2)
     assert "a run started there" in res.stderr and "params.yaml" in res.stderr
     assert "run -o output" in res.stderr
+
+
+# --- 7 and 8. a lost ledger is rebuilt, never silently empty ------------------------------------
+
+RECOVERABLE = """
+template:
+  train: "echo {x} >> {_output}/../../ran.train; exit {code}"
+  test: "echo {x} >> {_output}/../../ran.test"
+---
+x: [1, 2]
+code: [0]
+---
+x: [3]
+code: [2]
+"""
+
+
+def test_a_zero_length_ledger_is_damaged_not_empty(project: Project) -> None:
+    project.write(RECOVERABLE)
+    project.run(check=1)
+    (project.path / "output" / ".mlrunner" / "ledger.db").write_bytes(b"")
+    for wal in (project.path / "output" / ".mlrunner").glob("ledger.db-*"):
+        wal.unlink()
+    res = project.mlrunner("ledger", "ls", check=1)
+    assert "empty (0 bytes)" in res.stderr and "mlrunner ledger recover" in res.stderr
+    res = project.run(check=1)  # never a fresh ledger over the old one
+    assert "mlrunner ledger recover" in res.stderr
+
+
+def test_ledger_recover_rebuilds_runs_tasks_and_attempts_from_the_dirs(project: Project) -> None:
+    project.write(RECOVERABLE)
+    project.run(check=1)
+    hidden = project.path / "output" / ".mlrunner"
+    (hidden / "ledger.db.bak").unlink()  # no backup: the dirs alone
+    (hidden / "ledger.db").write_bytes(b"not a database at all")
+    res = project.mlrunner("ledger", "recover", check=0)
+    assert "kept the damaged file as" in res.stdout
+    assert "1 run(s), 3 task(s), 5 attempt(s)" in res.stdout, res.stdout
+    assert list(hidden.glob("ledger.db.damaged-*"))
+    by = {(t["name"], c["name"]): c for t in show(project)["tasks"] for c in t["commands"]}
+    assert by[("X_1-Code_0", "train")]["status"] == "finished"
+    assert (by[("X_3-Code_2", "train")]["status"], by[("X_3-Code_2", "train")]["exit_code"]) == ("failed", 2)
+    # the tasks keep their identity: a later run skips what finished and reruns the failure
+    res = project.run(check=1)
+    assert res.stdout.count("SKIP") == 4 and res.stdout.count("START") == 1, res.stdout
+    assert words(project.path / "ran.train").count("1") == 1
+
+
+def test_every_run_leaves_a_backup_and_recover_starts_from_it(project: Project) -> None:
+    project.write(RECOVERABLE)
+    project.run(check=1)
+    hidden = project.path / "output" / ".mlrunner"
+    assert (hidden / "ledger.db.bak").is_file()
+    (hidden / "ledger.db").unlink()  # lost
+    res = project.mlrunner("ledger", "recover", check=0)
+    assert "started from the last backup" in res.stdout
+    runs = json.loads(project.mlrunner("ledger", "ls", "--json", check=0).stdout)
+    assert [r["id"] for r in runs] == [1]  # the run, as it was, not a rebuilt one
+
+
+def test_records_a_lost_wal_dropped_come_back_from_the_exit_files(project: Project) -> None:
+    project.write("template:\n  a: echo {x} >> ran; sleep 1.1\n---\nx: [1, 2, 3, 4]\n")
+    hidden = project.path / "output" / ".mlrunner"
+    proc = project.popen()
+    wait_for(lambda: words(project.path / "ran") == ["1"], "the first command runs")
+    early = sqlite3.connect(hidden / "early.db")
+    live = sqlite3.connect(hidden / "ledger.db")
+    live.backup(early)  # the ledger as it was then: every later commit is "lost"
+    live.close()
+    early.close()
+    proc.communicate(timeout=60)
+    for name in ("ledger.db-wal", "ledger.db-shm"):
+        (hidden / name).unlink(missing_ok=True)
+    os.replace(hidden / "early.db", hidden / "ledger.db")
+    res = project.run("--resume", check=0)
+    assert words(project.path / "ran") == ["1", "2", "3", "4"], res.stdout  # nothing ran again
+    assert res.stdout.count("recorded from its exit file") == 3, res.stdout
+    by = {t["name"]: t["commands"][0] for t in show(project)["tasks"]}
+    assert {c["status"] for c in by.values()} == {"finished"}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlrunner.cli import cancel, results, ui
+from mlrunner.cli import cancel, recover, results, ui
 from mlrunner.errors import MlrunnerError, UsageError
 
 if TYPE_CHECKING:
@@ -488,6 +488,7 @@ def restore_command(
 app.command("table")(results.table_command)
 app.command("diff")(results.diff_command)
 app.command("cancel")(cancel.cancel_command)
+ledger_app.command("recover")(recover.recover_command)
 app.command("ui")(ui.ui_command)
 app.command("report")(ui.report_command)
 

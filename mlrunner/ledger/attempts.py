@@ -45,6 +45,7 @@ class AttemptsPart(LedgerPart):
         pid: int | None = None,
         pgid: int | None = None,
         proc_start: int | None = None,
+        started_at: float | None = None,
     ) -> int:
         """Record a new 'running' attempt (number = previous max + 1); returns its id.
 
@@ -81,7 +82,8 @@ class AttemptsPart(LedgerPart):
                     "FROM attempts WHERE task_key = ? AND command = ?",
                     (
                         int(run_id), task_key, command, AttemptStatus.RUNNING.value, resource, gpus_json,
-                        me.host, me.boot_id, me.pid, me.start, job_id, node, log, snapshot_id, time.time(),
+                        me.host, me.boot_id, me.pid, me.start, job_id, node, log, snapshot_id,
+                        time.time() if started_at is None else started_at,
                         pid, pgid, proc_start, task_key, command,
                     ),
                 )  # fmt: skip
@@ -114,6 +116,7 @@ class AttemptsPart(LedgerPart):
         failure_class: str | None = None,
         log_tail: str | None = None,
         release: bool = False,
+        ended_at: float | None = None,
     ) -> None:
         """Record an attempt's end; ``status`` one of END_STATUSES. Raises unless recorded.
 
@@ -141,7 +144,15 @@ class AttemptsPart(LedgerPart):
             conn.execute(
                 "UPDATE attempts SET status = ?, exit_code = ?, signal = ?, failure_class = ?, log_tail = ?, "
                 "ended_at = ? WHERE id = ?",
-                (str(status), exit_code, signal, failure, log_tail, time.time(), int(attempt_id)),
+                (
+                    str(status),
+                    exit_code,
+                    signal,
+                    failure,
+                    log_tail,
+                    time.time() if ended_at is None else ended_at,
+                    int(attempt_id),
+                ),  # fmt: skip
             )
             refresh_task_progress(conn, row["task_key"], json.loads(row["commands"]))
             if me is not None:

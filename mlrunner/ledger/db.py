@@ -33,7 +33,14 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from mlrunner.errors import LedgerError, NoLedgerError
-from mlrunner.ledger.fs import LEDGER_DIR_ENV, check_local_filesystem, ledger_path, lock_holders
+from mlrunner.ledger.fs import (
+    LEDGER_DIR_ENV,
+    check_local_filesystem,
+    experiment_dirs,
+    ledger_path,
+    lock_holders,
+    started_traces,
+)
 from mlrunner.ledger.schema import migrate, pending_migrations
 
 BUSY_TIMEOUT_S = float(os.environ.get("MLRUNNER_LEDGER_BUSY_S") or 30.0)  # wait for the write lock
@@ -46,16 +53,6 @@ MIGRATION_LOCK_TIMEOUT_S = 120.0
 # parent's locks or checkpoint under it): they are parked here for the child's lifetime.
 _ABANDONED: list[sqlite3.Connection] = []
 _LEDGERS: weakref.WeakSet[LedgerDB] = weakref.WeakSet()
-
-
-def started_traces(output: str | os.PathLike[str]) -> list[str]:
-    """What a run leaves in an output root before its ledger exists (the params file's copy,
-    its git snapshot's work dir), by name."""
-    out = Path(output)
-    found = [p.name for p in out.glob("*.yaml*") if p.is_file()][:3]
-    if (out / ".mlrunner" / "snapshots").is_dir():
-        found.append(".mlrunner/snapshots")
-    return found
 
 
 def _is_busy(e: sqlite3.Error) -> bool:
@@ -110,6 +107,13 @@ class LedgerDB:
                 f"no ledger for output '{self.output}': {self.path} does not exist",
                 hint=f"nothing has run with -o {self.output} yet (check -o), "
                 f"or it ran with {LEDGER_DIR_ENV} set differently",
+            )
+        if self.path.is_file() and self.path.stat().st_size == 0 and experiment_dirs(self.output, 1):
+            # SQLite would read it as a fresh, empty ledger: every run forgotten, silently
+            raise LedgerError(
+                f"the ledger is empty (0 bytes) while {self.output} holds experiments: it is damaged",
+                file=str(self.path),
+                hint=f"`mlrunner ledger recover -o {self.output}` rebuilds it from the experiment dirs",
             )
         if create:
             try:
@@ -334,7 +338,8 @@ class LedgerDB:
             return LedgerError(
                 f"the ledger is damaged or not an SQLite database ({text})",
                 file=where,
-                hint="move the file away to start a new ledger (experiment dirs and stat files are kept)",
+                hint=f"`mlrunner ledger recover -o {self.output}` rebuilds it (from its last backup and "
+                "the experiment dirs), keeping the damaged file beside it",
             )
         return LedgerError(f"cannot {doing} the ledger: {text}", file=where)
 
@@ -454,6 +459,20 @@ class LedgerDB:
                 conn.execute(sql)
         except sqlite3.Error:  # the error that brought us here is the one to report
             pass
+
+    def backup(self) -> Path:
+        """A copy of the ledger beside it, ``ledger.db.bak`` (SQLite's online backup, then an
+        atomic rename): what ``mlrunner ledger recover`` starts from if the file is lost."""
+        dest = self.path.with_name(self.path.name + ".bak")
+        tmp = dest.with_name(dest.name + f".tmp.{os.getpid()}")
+        with self._lock:
+            copy = sqlite3.connect(tmp)
+            try:
+                self.connection().backup(copy)
+            finally:
+                copy.close()
+        os.replace(tmp, dest)
+        return dest
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: 'ok' for a sound file."""

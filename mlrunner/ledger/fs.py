@@ -130,3 +130,34 @@ def describe_process(pid: int) -> str:
     if state in (b"T", b"t"):
         text += f" which is STOPPED (Ctrl-Z or SIGSTOP): `kill -CONT {pid}` resumes it"
     return text
+
+
+def started_traces(output: str | os.PathLike[str]) -> list[str]:
+    """What a run leaves in an output root before its ledger exists (the params file's copy,
+    its git snapshot's work dir), by name."""
+    out = Path(output)
+    found = [p.name for p in out.glob("*.yaml*") if p.is_file()][:3]
+    if (out / ".mlrunner" / "snapshots").is_dir():
+        found.append(".mlrunner/snapshots")
+    return found
+
+
+def experiment_dirs(output: str | os.PathLike[str], most: int | None = None) -> list[Path]:
+    """Experiment dirs of an output root (a ``param`` or ``stat`` file in them), at most ``most``."""
+    found: list[Path] = []
+    try:
+        entries = list(os.scandir(output))
+    except OSError:
+        return found
+    for e in entries:
+        if (
+            e.is_dir()
+            and not e.name.startswith(".")
+            and (
+                os.path.exists(os.path.join(e.path, "param")) or os.path.exists(os.path.join(e.path, "stat"))
+            )
+        ):
+            found.append(Path(e.path))
+            if most is not None and len(found) >= most:
+                break
+    return found

@@ -65,6 +65,10 @@ class Ledger(RunsPart, RunnersPart, ClaimsPart, AttemptsPart, CancelsPart, Queri
         (:meth:`LedgerDB.background_checkpoints <mlrunner.ledger.db.LedgerDB.background_checkpoints>`)."""
         return self.db.background_checkpoints(interval)
 
+    def backup(self) -> Path:
+        """A copy of the ledger beside it (:meth:`LedgerDB.backup <mlrunner.ledger.db.LedgerDB.backup>`)."""
+        return self.db.backup()
+
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: 'ok' for a sound file."""
         return self.db.integrity_check()

@@ -9,9 +9,13 @@ defaults (as ``subprocess.Popen``'s ``restore_signals``).
 
 The same bash is the command's shepherd: an EXIT trap writes ``exit CODE`` to the command's
 *exit file* (:func:`exit_path`, beside the log) when the text is done, however it ends
-(``exit N`` included). It is the command's parent, so when the runner dies it still waits for
-the command and leaves its status, which a later ``run --resume`` reads
-(:func:`read_exit`): a command that ends while no runner watches is neither lost nor rerun.
+(``exit N`` included), and fsyncs it (``sync FILE``) when the command ran a second or more:
+a result survives a power loss that the ledger's last commits may not (a resume reads it,
+see :mod:`mlrunner.run.reconcile`); shorter commands are cheap to run again and skip the
+fsync, so a sweep of tiny commands pays nothing for it. It is the command's parent, so
+when the runner dies it still waits for the command and leaves its status, which a later
+``run --resume`` reads (:func:`read_exit`): a command that ends while no runner watches is
+neither lost nor rerun.
 Only a text that ``exec``s or replaces the EXIT trap, or a signal that kills bash itself,
 leaves no exit file; the runner, when alive, has the status from ``waitpid`` anyway.
 
@@ -36,7 +40,10 @@ EXIT_SUFFIX = ".exit"
 
 # argv of bash: -c SCRIPT bash EXIT_FILE [CWD] TEXT. The text is an argument, never pasted
 # into the script: it reaches bash as rendered.
-_TRAP = 'trap \'printf "exit %s\\n" "$?" 2>/dev/null >"$__mlr_x"\' EXIT\n'
+_TRAP = (
+    'trap \'__mlr_s=$?; printf "exit %s\\n" "$__mlr_s" 2>/dev/null >"$__mlr_x"; '
+    '[ "$SECONDS" -lt 1 ] || sync "$__mlr_x" 2>/dev/null\' EXIT\n'
+)
 _PLAIN = _TRAP + '__mlr_x=$1 __mlr_t=$2; shift 2\neval "$__mlr_t"'
 _CD = _TRAP + '__mlr_x=$1 __mlr_t=$3; cd -- "$2" || exit 126; shift 3\neval "$__mlr_t"'
 _TEE = 'set -o pipefail; { eval "$__mlr_t"; } 2>&1 | tee -- "$__mlr_log"'

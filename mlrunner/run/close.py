@@ -64,3 +64,7 @@ def close_run(
     if ledger.other_runners(run_id):  # the run ends when its last runner does
         return
     ledger.update_run(run_id, status=summary.status, ended_at=time.time())
+    try:
+        ledger.backup()  # what `mlrunner ledger recover` starts from if the ledger is lost
+    except Exception as exc:  # a backup that cannot be made never fails the run
+        recorder.warn(f"cannot back the ledger up beside it: {exc}")

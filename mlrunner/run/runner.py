@@ -36,6 +36,7 @@ from mlrunner.run.close import close_run
 from mlrunner.run.dry import dry_run
 from mlrunner.run.limits import time_limits
 from mlrunner.run.orphans import settle_orphans
+from mlrunner.run.reconcile import reconcile
 from mlrunner.run.recorder import RunRecorder
 from mlrunner.run.request import RunRequest
 from mlrunner.run.signals import stop_on_signals
@@ -357,6 +358,8 @@ class Runner:
         Items whose command a dead runner left running come first (they keep their slot)."""
         force = _rerun_finished(req)
         states = ledger.command_states([t.key for t in tasks])
+        if req.resume and req.time:  # what the ledger lost, its commands' exit files still say
+            reconcile(ledger, run_id, req.time, tasks, states, req.no_subdir, self.emit)
         resume_force = force and req.resume
         items: list[WorkItem] = []
         total = len(tasks)
