@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlrunner import expdir, procs
 from mlrunner.events import Emit, InfoMessage
@@ -54,7 +54,7 @@ def reconcile(
     them as ended (a lost last commit); ``states`` is updated. Returns how many."""
     n = 0
     for task in tasks:
-        ended: set[str] | None = None  # the logs of this task's ended attempts, read once if needed
+        attempts: list[dict[str, Any]] | None = None  # this task's, read once if needed
         for command in task.commands:
             key = (task.key, command.name)
             if states.get(key) in (AttemptStatus.FINISHED, AttemptStatus.RUNNING):
@@ -62,14 +62,15 @@ def reconcile(
             found = latest_exit(task, command.name, time_str, no_subdir)
             if found is None:
                 continue
-            if ended is None:
-                ended = {
-                    os.path.abspath(a["log_path"])
-                    for a in ledger.attempts_for(task.key)
-                    if a.get("ended_at") is not None and a.get("log_path")
-                }
-            if os.path.abspath(found[0]) in ended:  # the ledger has this attempt's end
-                continue
+            if attempts is None:
+                attempts = ledger.attempts_for(task.key)
+            mine = [a for a in attempts if a["command"] == command.name]
+            if any(a.get("ended_at") is None for a in mine):
+                continue  # an open attempt: a dead runner's (settled) or a Slurm job's (reattached)
+            if os.path.abspath(found[0]) in {
+                os.path.abspath(a["log_path"]) for a in mine if a.get("log_path")
+            }:
+                continue  # the ledger has this attempt's end
             log, code = found
             status = AttemptStatus.FINISHED if code == 0 else AttemptStatus.FAILED
             attempt = ledger.start_attempt(

@@ -358,7 +358,9 @@ class Runner:
         Items whose command a dead runner left running come first (they keep their slot)."""
         force = _rerun_finished(req)
         states = ledger.command_states([t.key for t in tasks])
-        if req.resume and req.time:  # what the ledger lost, its commands' exit files still say
+        # what the ledger lost, the local commands' exit files still say (a Slurm run's jobs
+        # leave result files that its backend reattaches to)
+        if req.resume and req.time and req.backend == "local":
             reconcile(ledger, run_id, req.time, tasks, states, req.no_subdir, self.emit)
         resume_force = force and req.resume
         items: list[WorkItem] = []

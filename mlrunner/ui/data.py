@@ -151,7 +151,7 @@ class UiData:
         from mlrunner.ledger.views import live_doc
 
         ledger = self.ledger()
-        return {"live": [], "orphaned": [], "runs": []} if ledger is None else live_doc(ledger)
+        return {"live": [], "orphaned": [], "stopped": [], "runs": []} if ledger is None else live_doc(ledger)
 
     # --- the experiments --------------------------------------------------------------
     def results(self) -> Results:
