@@ -35,6 +35,7 @@ class AttemptStatus(_Text):
     FINISHED = "finished"
     FAILED = "failed"  # exited non-zero (or died of a signal) on its own
     TIMEOUT = "timeout"  # Slurm's TIMEOUT: past its time limit
+    STALLED = "stalled"  # its log did not grow for --stall seconds: stopped (a failure)
     OOM = "oom"  # Slurm's OUT_OF_MEMORY: host memory (failure class host_oom)
     NODE_FAIL = "node_fail"  # Slurm's NODE_FAIL
     INTERRUPTED = "interrupted"  # stopped by the runner (Ctrl-C, SIGTERM)
@@ -58,7 +59,13 @@ class AttemptStatus(_Text):
 
 
 FAILED_STATUSES = frozenset(
-    {AttemptStatus.FAILED, AttemptStatus.TIMEOUT, AttemptStatus.OOM, AttemptStatus.NODE_FAIL}
+    {
+        AttemptStatus.FAILED,
+        AttemptStatus.TIMEOUT,
+        AttemptStatus.STALLED,
+        AttemptStatus.OOM,
+        AttemptStatus.NODE_FAIL,
+    }
 )
 INTERRUPTED_STATUSES = frozenset(
     {AttemptStatus.INTERRUPTED, AttemptStatus.CANCELLED, AttemptStatus.PREEMPTED}

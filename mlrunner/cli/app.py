@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlrunner.cli import results
+from mlrunner.cli import failures, results
 from mlrunner.errors import MlrunnerError, UsageError
 
 if TYPE_CHECKING:
@@ -126,6 +126,10 @@ def run_command(
     run_id: Annotated[
         int | None, typer.Argument(help="With --resume: the run to resume.", show_default=False)
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Only the experiments with this name (a dir name; repeatable)."),
+    ] = None,
     retries: Annotated[
         int, typer.Option("--retries", min=0, help="Retry a failed command up to N times.")
     ] = 0,
@@ -177,6 +181,7 @@ def run_command(
             slurm=_slurm_overrides(slurm),
             resume=resume,
             run_id=run_id,
+            only=_tuple(only),
             argv=tuple(sys.argv),
             cwd=os.getcwd(),
             given=_given(ctx),
@@ -469,6 +474,7 @@ def restore_command(
 
 app.command("table")(results.table_command)
 app.command("diff")(results.diff_command)
+app.command("failures")(failures.failures_command)
 
 
 def main() -> None:

@@ -333,6 +333,7 @@ class RunRecorder:
                 signal=outcome.signal,
                 failure_class=failure_class,
                 log=str(log_path),
+                log_tail=tail,
             )
         )
         return failure_class or status

@@ -169,6 +169,8 @@ class Runner:
             allow_orphans=req.allow_orphans,
         )
         tasks = list(plan.tasks)
+        if req.only is not None:
+            tasks = sweep.only_tasks(tasks, req.only)
         if req.debug:
             tasks = tasks[:1]
         self.emit(Orphans(tuple(plan.orphans)))
@@ -457,8 +459,8 @@ class Runner:
         )
         if summary.signal is not None or recorder.stop.is_set():
             summary.status = RunStatus.INTERRUPTED
-        elif summary.failed:
-            summary.status = RunStatus.FAILED
+        elif summary.failed or (self.request.only is not None and ledger.run_has_failed(run_id)):
+            summary.status = RunStatus.FAILED  # --only: the run's other tasks count too
         else:
             summary.status = RunStatus.FINISHED
         ledger.update_run(run_id, status=summary.status, ended_at=time.time())
