@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from mlrunner.cli.render import TAIL_INDENT, clean_line, tail_lines
+from mlrunner.cli.render import TAIL_INDENT
 from mlrunner.errors import MlrunnerError, UsageError
+from mlrunner.logtext import clean_line, tail_lines
 
 TAIL_SHOWN = 10  # log lines shown per group (--json has the whole stored tail)
 NAMES_SHOWN = 8  # experiment names listed per group before "and N more"

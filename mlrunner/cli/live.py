@@ -21,7 +21,6 @@ from mlrunner.cli.render import (
     _where,
     orphans_line,
     summary_lines,
-    tail_lines,
 )
 from mlrunner.events import (
     DryLine,
@@ -36,6 +35,7 @@ from mlrunner.events import (
     Summary,
     WarningMessage,
 )
+from mlrunner.logtext import tail_lines
 from mlrunner.status import AttemptStatus
 
 if TYPE_CHECKING:

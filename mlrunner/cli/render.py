@@ -7,7 +7,6 @@ A TTY: a live rich display, one line per running command and an overall progress
 from __future__ import annotations
 
 import math
-import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from mlrunner.events import (
     Summary,
     WarningMessage,
 )
+from mlrunner.logtext import tail_lines
 from mlrunner.status import AttemptStatus, RunStatus
 
 if TYPE_CHECKING:
@@ -35,11 +35,7 @@ if TYPE_CHECKING:
 
 CPU_SLOT = "cpu:"  # mlrunner.spec's CPU_SLOT_PREFIX (not imported: this module starts light)
 STOPPING = "Stopping: no new commands; running ones get SIGTERM (Ctrl-C again to kill at once)"
-TAIL_LINES = 5  # of a failed command's log, printed under its FAIL line
-TAIL_WIDTH = 300  # characters of one such line
-TAIL_INDENT = " " * 8
-# CSI (colours, cursor moves), OSC (titles, links) and other two-character escapes
-_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+TAIL_INDENT = " " * 8  # a failed command's last log lines, under its FAIL line
 
 
 def _info(e: CommandEvent) -> str:
@@ -65,30 +61,6 @@ def _fail_line(e: Ended) -> str:
         why += f", {e.failure_class}"
     word = "FAIL   " if e.status is not AttemptStatus.INTERRUPTED else "STOP   "
     return f"{word} {_info(e)} ({e.status}: {why}; log: {e.log})"
-
-
-def tail_lines(text: str | None, n: int = TAIL_LINES, width: int = TAIL_WIDTH) -> list[str]:
-    """The last ``n`` non-empty lines of a log's tail as a terminal would leave them: a
-    progress bar's latest state (after a '\\r'), colour and other escape sequences
-    dropped, control characters as spaces, each line cut to ``width`` characters."""
-    if not text:
-        return []
-    out: list[str] = []
-    for raw in reversed(text.split("\n")):
-        line = clean_line(raw.rstrip("\r").rsplit("\r", 1)[-1])
-        if line.strip():
-            out.append(line if len(line) <= width else line[: width - 1] + "…")
-            if len(out) == n:
-                break
-    return out[::-1]
-
-
-def clean_line(raw: str) -> str:
-    """One line of a log, printable: escape sequences dropped, control characters as spaces
-    (its indentation kept: a traceback's frames stay readable)."""
-    if "\x1b" in raw:
-        raw = _ESCAPES.sub("", raw)
-    return "".join(ch if ch.isprintable() else " " for ch in raw).rstrip()
 
 
 def _tail_block(e: Ended) -> str:

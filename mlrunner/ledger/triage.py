@@ -18,6 +18,7 @@ import signal as signals
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlrunner.logtext import ESCAPES
 from mlrunner.status import FAILED_STATUSES, AttemptStatus, FailureClass
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ MAX_SIGNATURE = 300  # characters of an exception line kept in a signature
 # an exception line: a (dotted) class name, then ': message' or nothing
 _EXCEPTION = re.compile(r"([A-Za-z_][\w.]*)(?::\s.*|:)?")
 _NAMED = re.compile(r"[\w.]*(?:Error|Exception|Exit|Interrupt|Fault|Failure|Warning)")
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")  # colour codes around a line
 
 
 def signature(
@@ -63,7 +63,7 @@ def python_exception(text: str) -> str | None:
     None. Frames are indented; the exception line is the first line after them that is
     not. A prefix before the traceback's header (``[rank0]: ``) is taken off every line.
     When the header was cut off the tail, the last exception-like line after a frame."""
-    lines = [_ESCAPES.sub("", line).rstrip() for line in text.replace("\r", "\n").split("\n")]
+    lines = [ESCAPES.sub("", line).rstrip() for line in text.replace("\r", "\n").split("\n")]
     start = None
     for i in range(len(lines) - 1, -1, -1):
         if TRACEBACK in lines[i]:

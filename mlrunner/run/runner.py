@@ -87,6 +87,11 @@ class Runner:
         req = self._resolve(resumed, now)  # resume: the stored options, but for those given
         try:
             spec = self._load_spec(req, resumed)  # 1
+            if spec.notify is not None:  # its targets are checked now; a dry run sends nothing
+                from mlrunner.notify import Notifier
+
+                notifier = Notifier(spec.notify, spec.path, self.emit, req.output)
+                self.emit = self.emit if req.dry_run else notifier
             tasks = self._plan(req, spec, now)  # 2
             backend = self._build_backend(req, spec, tasks)  # 3
             summary = RunSummary(run_id=None, n_tasks=len(tasks), n_commands=_n_commands(tasks))

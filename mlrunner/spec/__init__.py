@@ -2,7 +2,8 @@
 
 ``reader`` turns the YAML into nodes with line numbers (merge keys, duplicate keys, alias
 bombs rejected); ``model`` holds the Spec's types; ``parse`` walks the documents,
-``sections`` reads the first one (templates, defaults, aliases, resource, slurm, env),
+``sections`` reads the first one (templates, defaults, aliases, resource, slurm, env,
+notify),
 ``grids`` the others, ``values`` a param's value in each form of the sweep grammar (lists,
 generators, distributions, conditional sub-grids) and ``generators`` their arithmetic.
 """
@@ -11,6 +12,7 @@ from mlrunner.spec.generators import Dist, Gen, round12
 from mlrunner.spec.model import (
     ATTEMPT_TEXT,
     CPU_SLOT_PREFIX,
+    NOTIFY_EVENTS,
     ORDERS,
     PLACEHOLDER_RE,
     RESERVED_PARAMS,
@@ -19,6 +21,7 @@ from mlrunner.spec.model import (
     Combination,
     Grid,
     Match,
+    NotifySpec,
     ResourceSpec,
     Spec,
     SubGrid,
@@ -34,6 +37,7 @@ from mlrunner.spec.sections import parse_resource_option
 __all__ = [
     "ATTEMPT_TEXT",
     "CPU_SLOT_PREFIX",
+    "NOTIFY_EVENTS",
     "ORDERS",
     "PLACEHOLDER_RE",
     "RESERVED_PARAMS",
@@ -44,6 +48,7 @@ __all__ = [
     "Gen",
     "Grid",
     "Match",
+    "NotifySpec",
     "ResourceSpec",
     "Spec",
     "SubGrid",

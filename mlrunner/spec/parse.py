@@ -15,6 +15,7 @@ from mlrunner.spec.sections import (
     read_aliases,
     read_defaults,
     read_env,
+    read_notify,
     read_resource,
     read_slurm,
     read_templates,
@@ -62,6 +63,7 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
     )
     slurm = read_slurm(r, sections["slurm"][1]) if "slurm" in sections else None
     env = read_env(r, sections["env"][1], "env", locations) if "env" in sections else ()
+    notify = read_notify(r, sections["notify"][1]) if "notify" in sections else None
     alias_map = {n: {c: dict(s) for c, s in cs} for n, cs in aliases}
     for name, value in defaults:
         if name in alias_map and choice_key(value) not in alias_map[name]:
@@ -107,6 +109,7 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
         grids=grids,
         slurm=slurm,
         env=env,
+        notify=notify,
         locations=locations,
     )
 
