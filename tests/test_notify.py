@@ -264,3 +264,11 @@ def test_a_resumed_run_notifies_from_the_params_it_stored(project: Project, hook
         "mlrunner: run 1 failed (1 finished, 1 failed)",
         "mlrunner: run 1 finished (1 finished, 0 failed)",
     ]
+
+
+def test_the_readme_notify_example_parses() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("### Notifications", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse_spec("template: {a: 'echo {x}'}\n" + block + "---\nx: [1]\n")
+    assert spec.notify is not None and spec.notify.timeout == 10 and spec.notify.events == ("end", "failure")
+    assert spec.notify.targets[1] == "tgram://${TELEGRAM_TOKEN}/${TELEGRAM_CHAT}"
