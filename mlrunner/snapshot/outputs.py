@@ -24,14 +24,17 @@ def output_roots(status: bytes, root: str, keep: bytes = b"") -> list[bytes]:
     The repository root and any dir containing ``keep`` (the run's working dir, relative
     to the root) are never output roots: the code is there.
     """
-    found: set[bytes] = set()
+    records = [rec[2:].rstrip(b"/") for rec in status.split(b"\0") if rec[:2] == b"? "]
+    marker = b"/" + _HIDDEN + b"/"
     has_state: dict[bytes, bool] = {}  # dir -> it holds .mlrunner
+    for path in records:  # roots whose .mlrunner/ git lists: no stat needed for their files
+        i = path.find(marker)
+        if i > 0:
+            has_state[path[:i]] = True
+    found: set[bytes] = set()
     root_of_parent: dict[bytes, bytes | None] = {}  # a file's dir -> the output root above it
     base = os.fsencode(root)
-    for rec in status.split(b"\0"):
-        if rec[:2] != b"? ":
-            continue
-        path = rec[2:].rstrip(b"/")
+    for path in records:
         parent = path.rpartition(b"/")[0]
         if not parent:
             continue  # a file at the repository root
@@ -40,18 +43,16 @@ def output_roots(status: bytes, root: str, keep: bytes = b"") -> list[bytes]:
         else:
             hit = None
             parts = parent.split(b"/")
-            if _HIDDEN in parts:  # listed inside a .mlrunner dir: the dir above it is a root
-                i = parts.index(_HIDDEN)
-                hit = b"/".join(parts[:i]) or None
-            else:
-                for i in range(1, len(parts) + 1):  # shallowest first: an output root's own root
-                    d = b"/".join(parts[:i])
-                    state = has_state.get(d)
-                    if state is None:
-                        state = has_state[d] = os.path.isdir(os.path.join(base, d, _HIDDEN))
-                    if state:
-                        hit = d
-                        break
+            for i in range(1, len(parts) + 1):  # shallowest first: an output root's own root
+                d = b"/".join(parts[:i])
+                state = has_state.get(d)
+                if state is None:
+                    state = has_state[d] = parts[i - 1] != _HIDDEN and os.path.isdir(
+                        os.path.join(base, d, _HIDDEN)
+                    )
+                if state:
+                    hit = d
+                    break
             root_of_parent[parent] = hit
         if hit is not None:
             found.add(hit)
