@@ -1,6 +1,7 @@
 """``mlrunner failures``: a run's failed commands grouped by what went wrong, each group
 with its count, experiments, one log tail and the command that reruns just that group
-(over :func:`mlrunner.ledger.triage.failures_doc`)."""
+(over :func:`mlrunner.ledger.triage.failures_doc`). Imports inside the command: every
+``mlrunner`` invocation imports this module."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlrunner.cli.render import TAIL_INDENT
 from mlrunner.errors import MlrunnerError, UsageError
-from mlrunner.logtext import clean_line, tail_lines
 
 TAIL_SHOWN = 10  # log lines shown per group (--json has the whole stored tail)
 NAMES_SHOWN = 8  # experiment names listed per group before "and N more"
@@ -60,6 +59,9 @@ def failures_command(
 
 def failures_lines(groups: list[dict[str, Any]], run_id: int, output: str) -> list[str]:
     """The groups as text: a heading per signature, its experiments, log lines, rerun."""
+    from mlrunner.cli.render import TAIL_INDENT
+    from mlrunner.logtext import clean_line, tail_lines
+
     if not groups:
         return [f"No failed command in run {run_id} under {output}."]
     n = sum(g["count"] for g in groups)
