@@ -12,7 +12,7 @@ Interleaved repetitions of, each a fresh process of this interpreter's console s
   temporary dir for every benchmark run.
 
 Then checks, in a fresh interpreter per command, that neither ``run --help`` nor
-``ledger ls`` nor ``status`` imports pandas, GitPython (``git``) or submitit.
+``ledger ls`` nor ``status`` imports pandas, GitPython (``git``), submitit, tensorboard or apprise.
 
 Targets: ``run --help`` <= 1.5x the baseline; ``ledger ls`` < 0.5 s; no heavy imports.
 
@@ -47,7 +47,7 @@ from benchlib import (  # noqa: E402
     verdict,
 )
 
-HEAVY = ("pandas", "git", "submitit", "tensorboard", "starlette", "uvicorn", "plotly")
+HEAVY = ("pandas", "git", "submitit", "tensorboard", "starlette", "uvicorn", "plotly", "apprise")
 HELP_TARGET = 1.5
 LS_TARGET = 0.5
 N_RUNS = 10

@@ -93,13 +93,15 @@ class Started(CommandEvent):
 
 @dataclass(frozen=True)
 class Ended(CommandEvent):
-    """An attempt ended: finished, or not (failed, interrupted, ...; see ``finished``)."""
+    """An attempt ended: finished, or not (failed, interrupted, ...; see ``finished``).
+    ``log_tail``: the end of its log (what the ledger stores) when it did not finish."""
 
     status: AttemptStatus
     exit_code: int | None
     signal: int | None
     failure_class: FailureClass | None
     log: str
+    log_tail: str | None = None
 
     @property
     def finished(self) -> bool:

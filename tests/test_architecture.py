@@ -15,10 +15,10 @@ MAX_LINES = 520
 # Lowest first. A module may import its own package, anything in a lower layer, and the
 # leaves; never a higher layer, nor a sibling package of its own layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "status", "events", "procs"),  # leaves: may import each other, acyclically
+    ("errors", "status", "events", "procs", "logtext"),  # leaves: may import each other, acyclically
     ("spec",),
     ("plan",),
-    ("ledger", "snapshot", "expdir", "resources", "envinfo"),  # storage and files, side by side
+    ("ledger", "snapshot", "expdir", "resources", "envinfo", "notify"),  # storage, files, side by side
     ("backends",),
     ("examine",),
     ("run",),

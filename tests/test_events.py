@@ -55,6 +55,31 @@ CASES: list[tuple[ev.Event, str, str]] = [
         "",
     ),
     (ended(AttemptStatus.FINISHED, exit_code=0), "", ""),
+    (  # issue 14.3: the last lines of the log (up to 5, indented) under the FAIL line
+        ended(
+            AttemptStatus.FAILED,
+            exit_code=1,
+            log_tail="partial li\nepoch 1\n\nTraceback (most recent call last):\n"
+            '  File "train.py", line 3, in <module>\n    main()\n'
+            "\x1b[31mValueError: bad lr $(rm -rf ~)\x1b[0m\n",
+        ),
+        "FAIL    train   : 2/15, out dir/X_1 (failed: exit 1; log: L)\n"
+        "        epoch 1\n        Traceback (most recent call last):\n"
+        '          File "train.py", line 3, in <module>\n            main()\n'
+        "        ValueError: bad lr $(rm -rf ~)\n",
+        "",
+    ),
+    (  # a progress bar's last state, markup and control characters as text, a huge line cut
+        ended(AttemptStatus.TIMEOUT, signal=15, log_tail="10%\r50%\r\n[b]x[/b]\ta\x07\n" + "y" * 5000),
+        "FAIL    train   : 2/15, out dir/X_1 (timeout: signal 15; log: L)\n"
+        f"        50%\n        [b]x[/b] a\n        {'y' * 299}…\n",
+        "",
+    ),
+    (  # a stopped command gets no tail: it did not fail
+        ended(AttemptStatus.INTERRUPTED, signal=15, log_tail="epoch 3\n"),
+        "STOP    train   : 2/15, out dir/X_1 (interrupted: signal 15; log: L)\n",
+        "",
+    ),
     (
         ev.DryLine(**AT, line="CUDA_VISIBLE_DEVICES=0 echo hi > log 2>&1"),
         "DRY     train   : 2/15, out dir/X_1\n        CUDA_VISIBLE_DEVICES=0 echo hi > log 2>&1\n",

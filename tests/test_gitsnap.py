@@ -461,8 +461,44 @@ def test_output_dir_inside_the_repo_is_not_captured(tmp_path: Path) -> None:
     snap, warnings = take_snapshot(repo, work_dir=out / ".mlrunner" / "snapshots" / "1", exclude=[out])
     assert not snap.dirty and warnings == [] and snap.changes["untracked"] == 0
     assert snap.tree == git(repo, "rev-parse", "HEAD^{tree}").strip()
-    snap2, _ = take_snapshot(repo, work_dir=tmp_path / "run2")
-    assert snap2.dirty and snap2.changes["untracked"] == 1  # log.train; .mlrunner is always skipped
+    # without exclude: output/ holds .mlrunner/, so it is an output root, left out silently
+    snap2, warnings2 = take_snapshot(repo, work_dir=tmp_path / "run2")
+    assert not snap2.dirty and warnings2 == [] and snap2.changes["untracked"] == 0
+
+
+def test_every_dir_holding_an_mlrunner_state_dir_is_left_out(tmp_path: Path) -> None:
+    """Issue 14.6: other runs' output roots (found from git's own listing, or by a stat when
+    .mlrunner is ignored) never enter a snapshot; code next to them and a dir holding the
+    run's own working dir do."""
+    repo = init_repo(tmp_path / "repo")
+    for name in ("out_a", "deep/er/out $(b) 'q'", "out_c"):
+        exp = repo / name / "Lr_1"
+        exp.mkdir(parents=True)
+        (exp / "log.train").write_text("epoch 1\n")
+        (exp / "git.patch").write_text("diff\n")
+        (repo / name / ".mlrunner" / "snapshots").mkdir(parents=True)
+    (repo / "out_a" / ".mlrunner" / "ledger.db").write_text("db\n")
+    (repo / "out_c" / ".mlrunner" / "snapshots" / "env.json").write_text("{}\n")
+    (repo / ".git" / "info" / "exclude").write_text("out_c/.mlrunner/\n")  # not in git's listing
+    (repo / "deep" / "er" / "model.py").write_text("code next to an output root\n")
+    (repo / "new.py").write_text("new code\n")
+    (repo / "notes").mkdir()
+    (repo / "notes" / "todo.txt").write_text("code dir without state\n")
+    snap, warnings = take_snapshot(repo, work_dir=tmp_path / "run")
+    assert warnings == []
+    files = git(repo, "ls-tree", "-r", "--name-only", snap.tree or "").split("\n")
+    assert {"new.py", "deep/er/model.py", "notes/todo.txt"} <= set(files)
+    assert not [f for f in files if f.startswith(("out_a", "out_c", "deep/er/out"))]
+    assert snap.changes["untracked"] == 3
+    # the run's own dir inside a dir holding .mlrunner/ (run -o . from a sub dir): its code stays
+    sub = repo / "sub"
+    (sub / ".mlrunner").mkdir(parents=True)
+    (sub / ".mlrunner" / "ledger.db").write_text("db\n")
+    (sub / "train.py").write_text("print(1)\n")
+    snap_sub, _ = take_snapshot(sub, work_dir=tmp_path / "run-sub")
+    assert "sub/train.py" in git(repo, "ls-tree", "-r", "--name-only", snap_sub.tree or "")
+    snap_top, _ = take_snapshot(repo, work_dir=tmp_path / "run-top")
+    assert "sub/train.py" not in git(repo, "ls-tree", "-r", "--name-only", snap_top.tree or "")
 
 
 def test_merge_conflict_is_captured(tmp_path: Path) -> None:

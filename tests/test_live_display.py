@@ -143,3 +143,19 @@ def test_ctrl_c_shows_interrupted_commands_as_stopped_not_failed(project: Projec
     assert "0 failed, 2 interrupted" in screen
     assert "stopped after" in screen and "ETA" not in screen
     assert not [line for line in screen.splitlines() if line.startswith("gpu: ")]
+
+
+def test_a_failed_command_shows_its_logs_last_line_under_its_fail_line(project: Project, tmux) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14.3: the live display shows a failure's last log line (escapes dropped, markup as text)."""
+    (project.path / "fail.sh").write_text(
+        "echo 'epoch 1'; printf '\\033[31mValueError: bad [b]lr[/b] $(x)\\033[0m\\n'; exit $1\n"
+    )
+    project.write("template: {train: 'bash fail.sh {code}'}\nresource: [0]\n---\ncode: [3]\n")
+    t = tmux(100)
+    t.start(project)
+    screen = t.wait_for(lambda s: "(run 1)" in s, "the end")
+    lines = screen.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("FAIL"))
+    assert "exit 3" in lines[i]
+    assert lines[i + 1] == "        ValueError: bad [b]lr[/b] $(x)"
+    lines_fit(screen, 100)

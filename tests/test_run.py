@@ -238,7 +238,7 @@ def test_help_does_not_import_heavy_modules(project: Project) -> None:
         "sys.argv = ['run', '--help']\n"
         "from mlrunner.cli.app import run_main\n"
         "try:\n    run_main()\nexcept SystemExit:\n    pass\n"
-        "heavy = ('pandas', 'git', 'submitit', 'rich', 'tensorboard', 'numpy')\n"
+        "heavy = ('pandas', 'git', 'submitit', 'rich', 'tensorboard', 'numpy', 'apprise')\n"
         "bad = [m for m in heavy if m in sys.modules]\n"
         "print('HEAVY', bad)\n"
     )

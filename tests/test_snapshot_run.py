@@ -132,3 +132,33 @@ def test_outside_git_the_run_goes_on_with_one_warning(project: Project) -> None:
     assert res.stderr.count("WARNING") == 1 and "git" in res.stderr
     meta = json.loads((project.path / "output" / "X_1" / "git.json").read_text())
     assert meta["vcs"] is None
+
+
+def test_other_runs_output_roots_never_enter_the_snapshot(project: Project, tmp_path: Path) -> None:
+    """Issue 14.6, as a user met it: two runs in one repo, `-o out_a` then `-o out_b`, neither
+    in .gitignore. The second (and every later) snapshot leaves every output root out,
+    silently, also with MLRUNNER_LEDGER_DIR (the ledger elsewhere, .mlrunner/ still there)."""
+    make_repo(project)
+    project.write(
+        """
+        template:
+          a: "echo {x} > {_output}/result.txt; head -c 1100000 /dev/zero > {_output}/big.bin"
+        resource: {cpus: 2}
+        ---
+        x: [1, 2, 3, 4, 5, 6, 7]
+        """
+    )
+    project.env["MLRUNNER_LEDGER_DIR"] = str(tmp_path / "ledgers")
+    outs = ["out_a", "out_b", "out $(touch pwned) 'c'"]
+    for out in outs:
+        res = project.run("-o", out, check=0)
+        assert "WARNING" not in res.stderr, res.stderr
+    for out in outs:
+        meta = json.loads((project.path / out / "X_1" / "git.json").read_text())
+        # make_repo's dirty state only: model.py, params.yaml, helper.py (staged), train_v2.py
+        assert meta["changes"] == {"conflicted": 0, "staged": 1, "unstaged": 2, "untracked": 1}
+        assert meta["excluded"] == []
+        tree = git(project.path, "ls-tree", "-r", "--name-only", meta["tree"], env=project.env)
+        assert "train_v2.py" in tree and not [p for p in tree.splitlines() if p.startswith("out")]
+        assert "out_a" not in (project.path / out / "X_1" / "git.patch").read_text()
+    assert not (project.path / "pwned").exists()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlrunner.cli import cancel, recover, results, ui
+from mlrunner.cli import cancel, failures, recover, results, ui
 from mlrunner.errors import MlrunnerError, UsageError
 
 if TYPE_CHECKING:
@@ -126,6 +126,10 @@ def run_command(
     run_id: Annotated[
         int | None, typer.Argument(help="With --resume: the run to resume.", show_default=False)
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Only the experiments with this name (a dir name; repeatable)."),
+    ] = None,
     retries: Annotated[
         int, typer.Option("--retries", min=0, help="Retry a failed command up to N times.")
     ] = 0,
@@ -193,6 +197,7 @@ def run_command(
             slurm=_slurm_overrides(slurm),
             resume=resume,
             run_id=run_id,
+            only=_tuple(only),
             argv=tuple(sys.argv),
             cwd=os.getcwd(),
             given=_given(ctx),
@@ -491,6 +496,7 @@ app.command("cancel")(cancel.cancel_command)
 ledger_app.command("recover")(recover.recover_command)
 app.command("ui")(ui.ui_command)
 app.command("report")(ui.report_command)
+app.command("failures")(failures.failures_command)
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 Each running command's line: where it runs, the command, its experiment (cut in the
 middle when the terminal is narrow, so that the end of the name, often the seed, stays),
 how long it has run and, when there is room, the last line of its log (the training's
-progress). The bar counts finished, failed and interrupted commands apart; after Ctrl-C it
+progress). A failed command's line says how it ended, with its log's last line under it.
+The bar counts finished, failed and interrupted commands apart; after Ctrl-C it
 says so instead of an ETA; at the end it says how long the sweep took.
 """
 
@@ -12,7 +13,15 @@ from __future__ import annotations
 import time
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from mlrunner.cli.render import STOPPING, _dry_line, _fail_line, _where, orphans_line, summary_lines
+from mlrunner.cli.render import (
+    STOPPING,
+    TAIL_INDENT,
+    _dry_line,
+    _fail_line,
+    _where,
+    orphans_line,
+    summary_lines,
+)
 from mlrunner.events import (
     DryLine,
     Ended,
@@ -26,6 +35,7 @@ from mlrunner.events import (
     Summary,
     WarningMessage,
 )
+from mlrunner.logtext import tail_lines
 from mlrunner.status import AttemptStatus
 
 if TYPE_CHECKING:
@@ -191,6 +201,10 @@ class LiveRenderer:
                 else:
                     self.failed += 1
                     self.console.print(Text(_fail_line(event), style="red"))
+                    last = tail_lines(event.log_tail, 1) if event.status.failed else []
+                    if last:  # the log's last line, under the FAIL line
+                        line = cut_middle(TAIL_INDENT + last[0].strip(), max(self.console.width - 1, 10))
+                        self.console.print(Text(line, style="dim"), no_wrap=True, overflow="crop")
             case Skipped():
                 self.skipped += 1
             case DryLine():

@@ -27,6 +27,7 @@ from mlrunner.events import (
     Summary,
     WarningMessage,
 )
+from mlrunner.logtext import tail_lines
 from mlrunner.status import AttemptStatus, RunStatus
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 CPU_SLOT = "cpu:"  # mlrunner.spec's CPU_SLOT_PREFIX (not imported: this module starts light)
 STOPPING = "Stopping: no new commands; running ones get SIGTERM (Ctrl-C again to kill at once)"
+TAIL_INDENT = " " * 8  # a failed command's last log lines, under its FAIL line
 
 
 def _info(e: CommandEvent) -> str:
@@ -64,6 +66,13 @@ def _fail_line(e: Ended) -> str:
         why += f", {e.failure_class}"
     word = {AttemptStatus.INTERRUPTED: "STOP   ", AttemptStatus.CANCELLED: "CANCEL "}.get(e.status, "FAIL   ")
     return f"{word} {_info(e)} ({e.status}: {why}; log: {e.log})"
+
+
+def _tail_block(e: Ended) -> str:
+    """A failed command's last log lines, indented under its FAIL line ('' for none)."""
+    if not e.status.failed:
+        return ""
+    return "".join(f"\n{TAIL_INDENT}{line}" for line in tail_lines(e.log_tail))
 
 
 def _dry_line(e: DryLine) -> str:
@@ -135,7 +144,7 @@ class PlainRenderer:
             case Skipped():
                 line = f"SKIP    {_info(event)}"
             case Ended() if not event.finished:
-                line = _fail_line(event)
+                line = _fail_line(event) + _tail_block(event)
             case DryLine():
                 line = _dry_line(event)
             case WarningMessage(message=message):

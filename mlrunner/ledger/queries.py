@@ -109,6 +109,16 @@ class QueriesPart(LedgerPart):
             out.append(run)
         return out
 
+    def run_has_failed(self, run_id: int) -> bool:
+        """Whether a task of the run has failed (its current status, from any run)."""
+        with self.db.transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM run_tasks rt JOIN tasks t ON t.key = rt.task_key "
+                f"WHERE rt.run_id = ? AND {_is(TaskStatus.FAILED)} LIMIT 1",
+                (int(run_id),),
+            ).fetchone()
+        return row is not None
+
     def run_detail(self, run_id: int) -> RunDetail:
         """A run's tasks and their commands' latest attempts; LedgerError: no such run."""
         with self.db.transaction(write=False) as conn:

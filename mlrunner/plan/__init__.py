@@ -8,6 +8,7 @@ mistyped, tasks that would run identical commands), ``expand`` (:func:`plan`). L
 belong to the experiment dir: :func:`mlrunner.expdir.log_name`.
 """
 
+from mlrunner.plan.checks import only_tasks
 from mlrunner.plan.expand import MAX_TASKS, plan
 from mlrunner.plan.names import (
     EMPTY_NAME,
@@ -32,6 +33,7 @@ __all__ = [
     "experiment_name",
     "fit_name",
     "legacy_name",
+    "only_tasks",
     "plan",
     "render_field",
     "safe_name",

@@ -1,6 +1,7 @@
 """What a plan says about a sweep that looks mistyped (issue 13, item 14): an orphan param
 that resembles a param a command uses (``lr`` vs ``[learning-rate]``), and tasks that would
-run identical commands (a swept param no command reads)."""
+run identical commands (a swept param no command reads); and ``run --only``'s selection of
+tasks by name."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from mlrunner.errors import SpecError
+from mlrunner.errors import SpecError, UsageError, did_you_mean
+from mlrunner.plan.tasks import Task
 from mlrunner.spec import RESERVED_PARAMS, Grid, Spec, Value
 
 _SEPARATORS = re.compile(r"[-_]+")
@@ -104,3 +106,21 @@ def identical_warning(
 
 
 _MISSING = object()
+
+
+def only_tasks(tasks: Sequence[Task], names: Sequence[str]) -> list[Task]:
+    """The tasks named in ``names`` (``run --only``: experiment names, as their dirs are
+    named), in run order. UsageError for a name no task has, with the closest one."""
+    wanted = set(names)
+    known = {t.name for t in tasks}
+    for name in names:
+        if name not in known:
+            guess = did_you_mean(name, known)
+            raise UsageError(
+                f"no experiment named {name!r} in this sweep",
+                key="--only",
+                hint=(guess + " " if guess else "")
+                + "--only takes experiment names, as their dirs are named (`run --dry-run` lists "
+                "them; `mlrunner failures` prints the --only arguments of failed ones)",
+            )
+    return [t for t in tasks if t.name in wanted]

@@ -421,6 +421,7 @@ class RunRecorder:
                 signal=outcome.signal,
                 failure_class=failure_class,
                 log=str(log_path),
+                log_tail=tail,
             )
         )
         return failure_class or status

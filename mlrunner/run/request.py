@@ -65,6 +65,7 @@ class RunRequest:
     slurm: Mapping[str, Any] = field(default_factory=dict)  # CLI overrides of the slurm: section
     resume: bool = False
     run_id: int | None = None
+    only: tuple[str, ...] | None = None  # --only: these experiments (names) only; never stored
     time: str | None = None  # the run's time string (set when it starts; stored)
     argv: tuple[str, ...] = ()
     cwd: str = field(default_factory=os.getcwd)

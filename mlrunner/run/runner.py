@@ -92,6 +92,11 @@ class Runner:
         req = self._resolve(resumed, now)  # resume: the stored options, but for those given
         try:
             spec = self._load_spec(req, resumed)  # 1
+            if spec.notify is not None:  # its targets are checked now; a dry run sends nothing
+                from mlrunner.notify import Notifier
+
+                notifier = Notifier(spec.notify, spec.path, self.emit, req.output)
+                self.emit = self.emit if req.dry_run else notifier
             tasks = self._plan(req, spec, now)  # 2
             backend = self._build_backend(req, spec, tasks)  # 3
             summary = RunSummary(run_id=None, n_tasks=len(tasks), n_commands=_n_commands(tasks))
@@ -185,6 +190,8 @@ class Runner:
             allow_orphans=req.allow_orphans,
         )
         tasks = list(plan.tasks)
+        if req.only is not None:
+            tasks = sweep.only_tasks(tasks, req.only)
         if req.debug:
             tasks = tasks[:1]
         self.emit(Orphans(tuple(plan.orphans)))

@@ -32,9 +32,9 @@ from mlrunner.snapshot.git import (
     strip_credentials,
     write_patch,
 )
+from mlrunner.snapshot.outputs import HIDDEN_DIR, output_roots
 
 PATCH_NAME = "git.patch"
-HIDDEN_DIR = ".mlrunner"  # mlrunner's own state (ledger, worktrees, snapshots): never captured
 _SHOWN = 5  # how many paths a warning names before "and N more"
 
 
@@ -178,11 +178,14 @@ def write_working_tree(
     prefixes: list[bytes],
     warnings: list[str],
     clock: Clock,
+    keep: bytes = b"",
 ) -> WorkingTree:
     """The tree of ``root``'s working state (tracked, staged, unstaged, untracked), through a
     copy of the user's index (``index_path``, never written). Writes the changed files'
     blobs and the trees into the object database (as ``git add`` would), no commit, no ref.
-    Raises GitFailed or OSError; appends user warnings."""
+    Paths under ``prefixes`` and under every output root (a dir holding ``.mlrunner/``, see
+    :mod:`mlrunner.snapshot.outputs`; ``keep``: the run's dir, never one) are left out
+    silently. Raises GitFailed or OSError; appends user warnings."""
     with tempfile.TemporaryDirectory(prefix="mlrunner-index-") as tmp:
         temp_index = os.path.join(tmp, "index")
         if os.path.exists(index_path):
@@ -203,7 +206,7 @@ def write_working_tree(
             env=env,
         )
         clock.lap("status")
-        st = _parse_status(out, prefixes)
+        st = _parse_status(out, prefixes + output_roots(out, root, keep))
         excluded = _apply_caps(root, st, limits)
         embedded = _embedded_gitlinks(root, st.embedded, warnings)
         to_update = st.to_update + embedded
@@ -243,17 +246,19 @@ def capture(
     prefixes: list[bytes],
     warnings: list[str],
     clock: Clock,
+    keep: bytes = b"",
 ) -> Capture:
     """Capture the working tree of ``root`` on top of ``commit``; write ``work_dir/git.patch``.
 
     ``index_path`` is the user's index (copied, never written); ``prefixes`` come from
-    :func:`exclude_prefixes`. Raises GitFailed or OSError; appends user warnings.
+    :func:`exclude_prefixes`; ``keep``: the run's dir (see :func:`write_working_tree`).
+    Raises GitFailed or OSError; appends user warnings.
     """
     version = git_version()
     work_dir.mkdir(parents=True, exist_ok=True)
     got = write_working_tree(
         root, commit=commit, index_path=index_path, limits=limits, prefixes=prefixes, warnings=warnings,
-        clock=clock,
+        clock=clock, keep=keep,
     )  # fmt: skip
     tree, st, excluded, embedded = got.tree, got.status, got.excluded, got.embedded
     message = (

@@ -130,8 +130,9 @@ def take_snapshot(
     ``max_total_bytes`` together (largest left out first), are left out of the tree and
     the patch (the snapshot keeps their HEAD version, or no file) and listed in
     ``excluded`` with size and sha256 (None above ``max_hash_bytes``). Paths under
-    ``exclude`` (e.g. the output dir) and under any ``.mlrunner`` dir are treated as
-    ignored. ``timings``, when given, receives seconds per phase.
+    ``exclude`` (e.g. the output dir), under any ``.mlrunner`` dir and under every output
+    root (a dir holding ``.mlrunner/``, not one holding ``cwd``) are treated as ignored.
+    ``timings``, when given, receives seconds per phase.
 
     Never raises for a missing repository or git: returns ``Snapshot(vcs=None)`` and one
     warning. A git failure while capturing gives a snapshot without ``snapshot_id``, its
@@ -190,6 +191,7 @@ def take_snapshot(
             prefixes=exclude_prefixes(exclude, root),
             warnings=warnings,
             clock=clock,
+            keep=os.fsencode(subdir),
         )
         snap = _with(
             base,

@@ -2,8 +2,8 @@
 
 ``reader`` turns the YAML into nodes with line numbers (merge keys, duplicate keys, alias
 bombs rejected); ``model`` holds the Spec's types; ``parse`` walks the documents,
-``sections`` reads the first one (templates, defaults, aliases, resource, slurm, env;
-``durations``: ``timeout:`` and durations),
+``sections`` reads the first one (templates, defaults, aliases, resource, slurm, env,
+notify; ``durations``: ``timeout:`` and durations),
 ``grids`` the others, ``values`` a param's value in each form of the sweep grammar (lists,
 generators, distributions, conditional sub-grids) and ``generators`` their arithmetic.
 """
@@ -13,6 +13,7 @@ from mlrunner.spec.generators import Dist, Gen, round12
 from mlrunner.spec.model import (
     ATTEMPT_TEXT,
     CPU_SLOT_PREFIX,
+    NOTIFY_EVENTS,
     ORDERS,
     PLACEHOLDER_RE,
     RESERVED_PARAMS,
@@ -21,6 +22,7 @@ from mlrunner.spec.model import (
     Combination,
     Grid,
     Match,
+    NotifySpec,
     ResourceSpec,
     Spec,
     SubGrid,
@@ -37,6 +39,7 @@ __all__ = [
     "ALL_COMMANDS",
     "ATTEMPT_TEXT",
     "CPU_SLOT_PREFIX",
+    "NOTIFY_EVENTS",
     "ORDERS",
     "PLACEHOLDER_RE",
     "RESERVED_PARAMS",
@@ -47,6 +50,7 @@ __all__ = [
     "Gen",
     "Grid",
     "Match",
+    "NotifySpec",
     "ResourceSpec",
     "Spec",
     "SubGrid",

@@ -30,7 +30,7 @@ SLURM_KEYS = (
     "constraint",
     "additional_parameters",
 )
-TOP_KEYS = ("template", "default", "resource", "alias", "slurm", "env", "timeout")
+TOP_KEYS = ("template", "default", "resource", "alias", "slurm", "env", "timeout", "notify")
 GRID_KEYS = (
     "_title",
     "_cmd",
@@ -48,6 +48,10 @@ RESERVED_PARAMS = ("_output", "_name", "_time", "_attempt")  # values only mlrun
 RESERVED_NAMES = frozenset(RESERVED_PARAMS + GRID_KEYS + ("_scripts",))
 RESOURCE_KEYS = ("gpus", "per_gpu", "min_free_memory", "cpus")
 ORDERS = ("document", "shuffle")
+NOTIFY_KEYS = ("targets", "events", "timeout")
+NOTIFY_EVENTS = ("end", "failure", "first_failure")
+NOTIFY_TIMEOUT = 10.0  # seconds the end of a run waits for its notifications to go out
+URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")  # a target: an apprise URL, schema://...
 MAX_GPUS = 1024  # a task asking for more is a typo (and would not fit a hint in memory)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ATTEMPT_TEXT = "${MLRUNNER_ATTEMPT}"  # what {_attempt} renders to: bash expands it at each attempt
@@ -158,6 +162,17 @@ CPU_SLOT_PREFIX = "cpu:"  # a slot whose commands see no GPU (CUDA_VISIBLE_DEVIC
 
 
 @dataclass(frozen=True)
+class NotifySpec:
+    """``notify:``: where to send (apprise URLs, ``${VAR}`` expanded when the run starts),
+    which of :data:`NOTIFY_EVENTS`, and how long the end of a run waits for them."""
+
+    targets: tuple[str, ...]
+    events: tuple[str, ...] = ("end",)
+    timeout: float = NOTIFY_TIMEOUT
+    lines: tuple[int, ...] = ()  # 1-based line of each target, for errors found later
+
+
+@dataclass(frozen=True)
 class Spec:
     path: str
     text: str
@@ -169,6 +184,7 @@ class Spec:
     slurm: tuple[tuple[str, object], ...] | None  # validated against SLURM_KEYS
     env: tuple[tuple[str, str], ...] = ()  # env: name -> value template ({p} placeholders)
     timeouts: tuple[tuple[str, float], ...] = ()  # timeout: command (or "*") -> seconds
+    notify: NotifySpec | None = None  # notify: (issue 14.4)
     # 1-based line of things errors may point at later: "template.<cmd>", "default.<p>", "alias.<a>"
     locations: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
 

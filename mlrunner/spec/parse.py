@@ -16,6 +16,7 @@ from mlrunner.spec.sections import (
     read_aliases,
     read_defaults,
     read_env,
+    read_notify,
     read_resource,
     read_slurm,
     read_templates,
@@ -65,6 +66,7 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
     env = read_env(r, sections["env"][1], "env", locations) if "env" in sections else ()
     commands = tuple(name for name, _ in templates)
     timeouts = read_timeout(r, sections["timeout"][1], commands) if "timeout" in sections else ()
+    notify = read_notify(r, sections["notify"][1]) if "notify" in sections else None
     alias_map = {n: {c: dict(s) for c, s in cs} for n, cs in aliases}
     for name, value in defaults:
         if name in alias_map and choice_key(value) not in alias_map[name]:
@@ -111,6 +113,7 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
         slurm=slurm,
         env=env,
         timeouts=timeouts,
+        notify=notify,
         locations=locations,
     )
 

@@ -1,5 +1,6 @@
-"""The first document of params.yaml: ``template``, ``default``, ``alias``, ``resource``
-and ``slurm``, each read into its part of the Spec (and ``-r`` on the command line)."""
+"""The first document of params.yaml: ``template``, ``default``, ``alias``, ``resource``,
+``slurm``, ``env`` and ``notify``, each read into its part of the Spec (and ``-r`` on the
+command line)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ from mlrunner.spec.model import (
     COMMAND_NAME_RE,
     CPU_SLOT_PREFIX,
     ENV_NAME_RE,
+    NOTIFY_EVENTS,
+    NOTIFY_KEYS,
     RESERVED_NAMES,
     RESERVED_PARAMS,
     RESOURCE_KEYS,
     SLOT_RE,
     SLURM_INT_KEYS,
     SLURM_KEYS,
+    URL_RE,
     AliasChoices,
     AliasTable,
+    NotifySpec,
     ResourceSpec,
     cpu_slots,
     fold_template,
@@ -316,6 +321,94 @@ def read_env(r: Reader, node: Node, where: str, locations: dict[str, int]) -> tu
             )
         locations[key] = line_of(key_node)
         out.append((name, str(value)))
+    return tuple(out)
+
+
+NOTIFY_HINT = (
+    "e.g.\nnotify:\n    targets: [ntfy://my-topic, 'json://localhost:8000/hook']\n"
+    "    events: [end, failure]\n(targets are apprise URLs: https://github.com/caronc/apprise/wiki)"
+)
+MAX_NOTIFY_TIMEOUT = 600.0
+
+
+def read_notify(r: Reader, node: Node) -> NotifySpec | None:
+    """``notify:``: a URL, a list of them, or ``{targets, events, timeout}``. Targets must
+    look like URLs here; whether apprise knows them is checked when the run starts
+    (:mod:`mlrunner.notify`), with the line of each kept in ``lines``."""
+    if is_null(node):
+        return None
+    if not isinstance(node, MappingNode):
+        urls, lines = _notify_targets(r, node, "notify")
+        return NotifySpec(urls, lines=lines)
+    targets: tuple[tuple[str, ...], tuple[int, ...]] | None = None
+    events: tuple[str, ...] = ("end",)
+    timeout = NotifySpec.timeout
+    for name, key_node, value_node in r.items(node, "notify"):
+        key = f"notify.{name}"
+        if name not in NOTIFY_KEYS:
+            guess = did_you_mean(name, NOTIFY_KEYS)
+            raise r.error(
+                "unknown notify setting",
+                key_node,
+                key,
+                hint=(guess + " " if guess else "") + f"valid keys: {', '.join(NOTIFY_KEYS)}",
+            )
+        if name == "targets":
+            targets = _notify_targets(r, value_node, key)
+        elif name == "events":
+            events = _notify_events(r, value_node, key)
+        else:
+            v = r.value(value_node, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_NOTIFY_TIMEOUT:
+                raise r.error(
+                    f"'timeout' must be a number of seconds in (0, {MAX_NOTIFY_TIMEOUT:g}], not {v!r}",
+                    value_node,
+                    key,
+                    hint="how long the end of a run waits for its notifications to go out, e.g. timeout: 10",
+                )
+            timeout = float(v)
+    if targets is None:
+        raise r.error("'notify' has no 'targets': nowhere to send", node, "notify.targets", hint=NOTIFY_HINT)
+    return NotifySpec(targets[0], events, timeout, targets[1])
+
+
+def _notify_targets(r: Reader, node: Node, key: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    items = node.value if isinstance(node, SequenceNode) else [node]
+    if not items:
+        raise r.error("no notification target", node, key, hint=NOTIFY_HINT)
+    urls, lines = [], []
+    for i, item in enumerate(items):
+        where = f"{key}[{i}]" if isinstance(node, SequenceNode) else key
+        if not isinstance(item, ScalarNode):
+            raise r.error("a notification target is one URL", item, where, hint=NOTIFY_HINT)
+        url = r.value(item, where, "notification target")
+        if not isinstance(url, str) or not URL_RE.fullmatch(url.strip()):
+            raise r.error(f"{url!r} is not a notification URL (schema://...)", item, where, hint=NOTIFY_HINT)
+        urls.append(url.strip())
+        lines.append(line_of(item))
+    return tuple(urls), tuple(lines)
+
+
+def _notify_events(r: Reader, node: Node, key: str) -> tuple[str, ...]:
+    items = node.value if isinstance(node, SequenceNode) else [node]
+    if not items:
+        raise r.error(
+            "no event to notify", node, key, hint=f"events: one or more of {', '.join(NOTIFY_EVENTS)}"
+        )
+    out: list[str] = []
+    for i, item in enumerate(items):
+        where = f"{key}[{i}]" if isinstance(node, SequenceNode) else key
+        event = r.value(item, where, "notify event")
+        if event not in NOTIFY_EVENTS:
+            guess = did_you_mean(str(event), NOTIFY_EVENTS)
+            raise r.error(
+                f"unknown notify event {event!r}",
+                item,
+                where,
+                hint=(guess + " " if guess else "") + f"events: {', '.join(NOTIFY_EVENTS)}",
+            )
+        if event not in out:
+            out.append(str(event))
     return tuple(out)
 
 
