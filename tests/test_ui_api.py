@@ -61,7 +61,7 @@ def test_runs_and_run_equal_the_cli_json(server: Server, ui_sweep: Project) -> N
     mine = [a for a in attempts if a["name"] == "Cfg_b-Seed_2"]
     assert [a["status"] for a in mine] == ["failed", "finished"] and mine[0]["exit_code"] == 1
     assert {a["resource"] for a in attempts} == {"0", "1"}
-    assert server.json("/api/live") == {"live": [], "orphaned": [], "runs": []}
+    assert server.json("/api/live") == {"live": [], "orphaned": [], "stopped": [], "runs": []}
 
 
 @pytest.mark.parametrize(

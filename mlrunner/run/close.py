@@ -54,8 +54,8 @@ def close_run(
     left = [k for t in tasks for k in ((t.key, c.name) for c in t.commands) if states.get(k) != _FINISHED]
     if summary.signal is not None or recorder.stop.is_set():
         summary.status = RunStatus.INTERRUPTED
-    elif summary.failed or any(states.get(k) in _FAILED for k in left):
-        summary.status = RunStatus.FAILED
+    elif summary.failed or any(states.get(k) in _FAILED for k in left) or ledger.run_has_failed(run_id):
+        summary.status = RunStatus.FAILED  # --only: the run's other tasks count too
     elif left:  # never finished while any of its commands is not (a lost one, ...)
         summary.status = RunStatus.INTERRUPTED
     else:
