@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,18 @@ def test_table_shows_every_experiment_sorts_and_filters(browser: Browser, server
     wait_for(lambda: "0.01" in cells.all_inner_texts(), what="the table with val_loss=min")
 
 
+def settled_box(locator: Any) -> dict[str, float]:
+    """The element's box once it has stayed put for a few frames (nothing above it moving)."""
+    last: Any = None
+    for _ in range(50):
+        box = locator.bounding_box()
+        if box is not None and box == last:
+            return dict(box)
+        last = box
+        time.sleep(0.2)
+    raise AssertionError(f"the element kept moving: {last}")
+
+
 def test_plots_render_and_brushing_filters_the_table(browser: Browser, server: Server) -> None:
     page = browser.open(server.url + "experiments")
     page.wait_for_selector("#curves .scatterlayer path.js-line")
@@ -149,14 +162,18 @@ def test_plots_render_and_brushing_filters_the_table(browser: Browser, server: S
     assert inked > 2000
     browser.shot("experiments")
     canvas.scroll_into_view_if_needed()  # the mouse only reaches what is in the viewport
-    box = canvas.bounding_box()
-    assert box is not None
+    box = settled_box(canvas)  # the plots above may still be drawing on a loaded machine
     x = box["x"] + box["width"] - 60  # the last axis: the metric
     page.mouse.move(x, box["y"] + 25)  # from the top of the axis to below its middle
     page.mouse.down()
     page.mouse.move(x, box["y"] + 170, steps=5)
     page.mouse.up()
-    shown = int(page.locator(".count").get_attribute("data-shown") or "0")
+
+    def brushed() -> int:  # the count once the brush has filtered the table (0 until then)
+        shown = int(page.locator(".count").get_attribute("data-shown") or "0")
+        return shown if shown < N_EXPERIMENTS else 0
+
+    shown = wait_for(brushed, what="the brushed table", timeout=10)
     assert 0 < shown < N_EXPERIMENTS and len(browser.rows()) == shown
     assert canvas.get_attribute("data-selected") == str(shown)
     browser.shot("experiments-brushed")

@@ -184,7 +184,7 @@ class Spawner:
         log = os.fspath(log_path)
         exit_file = os.path.abspath(exit_path(log))  # absolute: the text may `cd` first
         try:
-            os.unlink(exit_file)  # an earlier attempt's (a retry reuses the log name)
+            os.unlink(exit_file)  # an earlier attempt's, never to be read as this one's
         except FileNotFoundError:
             pass
         argv = ["bash", "-c", self.script, "bash", exit_file]
