@@ -149,3 +149,23 @@ def test_no_reexport_shims() -> None:
 def test_modules_are_small_enough_to_read_whole() -> None:
     long = {name: n for name, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, long
+
+
+def test_command_modules_keep_their_annotations_evaluated() -> None:
+    """typer reads every command's signature at each start; a string annotation (from
+    ``from __future__ import annotations``) costs a compile and an eval there."""
+
+    def imports_from(name: str) -> list[ast.ImportFrom]:
+        tree = ast.parse((PKG / "cli" / f"{name}.py").read_text())
+        return [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+
+    registered = {
+        alias.name for node in imports_from("app") if node.module == "mlrunner.cli" for alias in node.names
+    }
+    assert registered >= {"cancel", "failures", "recover", "results", "ui"}
+    lazy = [
+        name
+        for name in sorted(registered | {"app"})
+        if any(n.module == "__future__" for n in imports_from(name))
+    ]
+    assert not lazy, f"string annotations slow every start: {lazy}"

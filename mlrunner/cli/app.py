@@ -2,10 +2,10 @@
 
 Parse, call the core, render. Heavy modules (pandas, GitPython, submitit, rich) are
 imported inside the commands that need them so ``run --help`` and ``mlrunner ledger ls``
-start fast.
+start fast. The command modules keep their annotations evaluated (no
+``from __future__ import annotations``): typer reads every command's signature at
+start-up, and string annotations cost it a compile and an eval each.
 """
-
-from __future__ import annotations
 
 import gc
 import json
@@ -226,7 +226,7 @@ def run_command(
     raise typer.Exit(summary.exit_code)
 
 
-def _quiet_broken(*streams: ConsoleStream) -> None:
+def _quiet_broken(*streams: "ConsoleStream") -> None:
     """A console that broke during the run (``| head``, a dropped ssh session) stays quiet
     until the end: its descriptor goes to /dev/null, so nothing fails at exit."""
     for stream in streams:
@@ -265,8 +265,13 @@ def _ask_detach() -> bool:
 
 
 def _renderer(
-    output: str, dry_run: bool, as_json: bool, out: ConsoleStream, err: ConsoleStream, log: ConsoleLog | None
-) -> LiveRenderer | PlainRenderer | JsonRenderer:
+    output: str,
+    dry_run: bool,
+    as_json: bool,
+    out: "ConsoleStream",
+    err: "ConsoleStream",
+    log: "ConsoleLog | None",
+) -> "LiveRenderer | PlainRenderer | JsonRenderer":
     from mlrunner.cli.live import LiveRenderer
     from mlrunner.cli.render import JsonRenderer, PlainRenderer
 

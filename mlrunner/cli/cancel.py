@@ -1,7 +1,5 @@
 """``mlrunner cancel``: stop some experiments of a running sweep from another terminal."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

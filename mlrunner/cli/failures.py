@@ -3,8 +3,6 @@ with its count, experiments, one log tail and the command that reruns just that 
 (over :func:`mlrunner.ledger.triage.failures_doc`). Imports inside the command: every
 ``mlrunner`` invocation imports this module."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated, Any
 

@@ -1,7 +1,5 @@
 """``mlrunner ledger recover``: rebuild a lost or damaged ledger from the experiment dirs."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -3,8 +3,6 @@
 pandas (through mlrunner.examine) and rich are imported inside the commands only.
 """
 
-from __future__ import annotations
-
 import json
 import shutil
 import sys

@@ -2,8 +2,6 @@
 one HTML file. mlrunner.ui (and its optional packages, ``mlrunner[ui]``) are imported
 inside the commands only."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -31,7 +29,7 @@ def ui_command(
     """Serve a read-only web view of OUTPUT (runs, live board, experiments, plots, logs)."""
     from mlrunner.ui import serve
 
-    def ready(where: Serving) -> None:
+    def ready(where: "Serving") -> None:
         if where.exposed:
             typer.echo(
                 f"WARNING: serving on {where.host}, not only this machine: anyone who can reach it on "
