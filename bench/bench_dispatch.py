@@ -8,7 +8,9 @@ Subjects, interleaved (the order rotates every repetition) so that all see the s
 - parallel: GNU parallel ``--results DIR`` (one dir with stdout/stderr per command), when installed;
 - 0.5.9:    mlrunner 0.5.9's ``run`` from a venv (see benchlib.find_old), when available;
 - ours:     this checkout's ``run`` console script in a temp git repo with a dirty work tree,
-            everything on: ledger, logs, param/stat files, git snapshot.
+            everything on: ledger, logs, param/stat files, git snapshot;
+- against:  with ``--against PATH``, another build's ``run`` console script (say a venv of an
+            earlier commit) run exactly as ours: a before/after in one session.
 
 Every run writes into a new dir; all outputs are deleted only at the end (deleting them
 between runs slows the next subject's file creation, see bench/README.md).
@@ -20,6 +22,7 @@ wall time per (N, W) and the marginal cost per command,
 costs cancel), median and min-max over repetitions.
 
     python bench/bench_dispatch.py [--quick] [--n N1 N2] [--w W ...] [--reps R] [--no-install]
+                                   [--against /path/to/venv/bin/run]
 
 3 repetitions (``--quick``: N in {100, 400}, W in {2, 4}, 2 repetitions).
 """
@@ -51,7 +54,7 @@ from benchlib import (  # noqa: E402
     verdict,
 )
 
-SUBJECTS = ("floor", "xargs", "parallel", "0.5.9", "ours")
+SUBJECTS = ("floor", "xargs", "parallel", "0.5.9", "against", "ours")
 FLOOR_TARGET = 1.5
 OLD_TARGET = 0.5
 
@@ -69,7 +72,9 @@ def count_dirs(path: Path) -> int:
 class Dispatch:
     """Runs one subject once: returns its wall time, checks its output, cleans up."""
 
-    def __init__(self, root: Path, ns: list[int], ws: list[int], install: bool) -> None:
+    def __init__(
+        self, root: Path, ns: list[int], ws: list[int], install: bool, against: str | None = None
+    ) -> None:
         self.root = root
         self.repo = root / "repo"
         files = {f"p-{n}-{w}.yaml": params_yaml(n, w) for n in ns for w in ws}
@@ -81,6 +86,7 @@ class Dispatch:
         self.counter = 0
         self.env = clean_env(MLRUNNER_PLAIN="1")
         self.ours = our_script("run")
+        self.against = against
         self.old, self.old_note = find_old(install)
         self.parallel = shutil.which("parallel")
         self.skipped: dict[str, str] = {}
@@ -89,6 +95,10 @@ class Dispatch:
             self.skipped["0.5.9"] = self.old_note
         if self.parallel is None:
             self.skipped["parallel"] = "skipped: GNU parallel not installed (apt-get install -y parallel)"
+        if against is None:
+            self.skipped["against"] = "not asked (--against PATH)"
+        elif not os.access(against, os.X_OK):
+            raise BenchError(f"--against {against}: not an executable run script")
         if shutil.which("xargs") is None:
             self.skipped["xargs"] = "skipped: xargs not found"
 
@@ -103,6 +113,7 @@ class Dispatch:
             "parallel": self.gnu_parallel,
             "0.5.9": self.old_run,
             "ours": self.our_run,
+            "against": self.against_run,
         }
         return fn[subject](n, w)
 
@@ -142,9 +153,15 @@ class Dispatch:
         self._check(out, n, "mlrunner 0.5.9")
         return wall
 
-    def our_run(self, n: int, w: int) -> float:
-        out = self.out("ours")
-        wall = timed_run([self.ours, "-y", f"p-{n}-{w}.yaml", "-o", str(out)], cwd=self.repo, env=self.env)
+    def against_run(self, n: int, w: int) -> float:
+        assert self.against is not None
+        return self.our_run(n, w, self.against, "against")
+
+    def our_run(self, n: int, w: int, script: str | None = None, label: str = "ours") -> float:
+        out = self.out(label)
+        wall = timed_run(
+            [script or self.ours, "-y", f"p-{n}-{w}.yaml", "-o", str(out)], cwd=self.repo, env=self.env
+        )
         first = out / "I_0"
         for name in ("param", "stat", "git.json"):
             if not (first / name).is_file():
@@ -156,8 +173,9 @@ class Dispatch:
         # one snapshot per run: every experiment dir's git.patch is a link to the same file
         dirs = [e.path for e in os.scandir(out) if e.is_dir() and not e.name.startswith(".")]
         inodes = {os.stat(os.path.join(d, "git.patch")).st_ino for d in dirs}
-        self.patch_files.append(len(inodes))
-        self._check(out, n, "ours")
+        if label == "ours":
+            self.patch_files.append(len(inodes))
+        self._check(out, n, label)
         return wall
 
 
@@ -170,7 +188,12 @@ class Results:
 
 
 def measure(
-    ns: list[int], ws: list[int], reps: int, install: bool, log: Callable[[str], None] = print
+    ns: list[int],
+    ws: list[int],
+    reps: int,
+    install: bool,
+    log: Callable[[str], None] = print,
+    against: str | None = None,
 ) -> Results:
     """Walls per (subject, N, W) and marginal costs (s per command) per (subject, W)."""
     n1, n2 = ns
@@ -178,7 +201,7 @@ def measure(
     walls: dict[tuple[str, int, int], Sample] = {}
     marginal: dict[tuple[str, int], Sample] = {}
     try:
-        d = Dispatch(root, ns, ws, install)
+        d = Dispatch(root, ns, ws, install, against)
         subjects = [s for s in SUBJECTS if s not in d.skipped]
         log(f"  0.5.9: {d.old_note}")
         for w in ws:
@@ -224,7 +247,10 @@ def report(ns: list[int], ws: list[int], res: Results) -> list[Row]:
             ("0.5.9", OLD_TARGET, "mlrunner 0.5.9"),
             ("xargs", None, "xargs -P"),
             ("parallel", None, "GNU parallel"),
+            ("against", None, "--against"),
         ):
+            if s == "against" and s in skipped:
+                continue
             metric = f"dispatch W={w} ms/cmd vs {label}"
             if s in skipped:
                 rows.append(Row(metric, ours.fmt(1000, "", 2), skipped[s], verdict="skipped"))
@@ -263,12 +289,13 @@ def run(
     ws: list[int] | None = None,
     reps: int | None = None,
     install: bool = True,
+    against: str | None = None,
 ) -> list[Row]:
     ns = ns or ([100, 400] if quick else [200, 1000])
     ws = ws or ([2, 4] if quick else [2, 4, 8])
     reps = reps or (2 if quick else 3)
     print(f"Dispatch: N in {ns}, W in {ws}, {reps} repetitions, interleaved")
-    return report(ns, ws, measure(ns, ws, reps, install))
+    return report(ns, ws, measure(ns, ws, reps, install, against=against))
 
 
 def main() -> int:
@@ -278,10 +305,13 @@ def main() -> int:
     ap.add_argument("--w", type=int, nargs="+", default=None)
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 2)")
     ap.add_argument("--no-install", action="store_true", help="never pip install mlrunner 0.5.9")
+    ap.add_argument(
+        "--against", default=None, metavar="RUN", help="another build's run script, timed as ours"
+    )
     args = ap.parse_args()
     from benchlib import print_rows
 
-    rows = run(args.quick, args.n, args.w, args.reps, not args.no_install)
+    rows = run(args.quick, args.n, args.w, args.reps, not args.no_install, args.against)
     print()
     print_rows(rows)
     return 0

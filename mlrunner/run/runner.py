@@ -43,6 +43,7 @@ from mlrunner.run.signals import stop_on_signals
 from mlrunner.status import AttemptStatus, RunStatus
 
 if TYPE_CHECKING:
+    from mlrunner.envinfo import EnvProbe
     from mlrunner.ledger import Ledger
     from mlrunner.plan import Task
     from mlrunner.snapshot import Snapshot
@@ -90,7 +91,12 @@ class Runner:
         now = time.strftime(TIME_FORMAT)
         resumed = self._open_resumed() if self.request.resume else None
         req = self._resolve(resumed, now)  # resume: the stored options, but for those given
+        probe = None
         try:
+            if not req.dry_run:  # the environment fingerprint's child processes start first:
+                from mlrunner.envinfo import EnvProbe  # they run while the spec loads and git works
+
+                probe = EnvProbe(req.cwd)
             spec = self._load_spec(req, resumed)  # 1
             if spec.notify is not None:  # its targets are checked now; a dry run sends nothing
                 from mlrunner.notify import Notifier
@@ -103,7 +109,8 @@ class Runner:
             if req.dry_run:
                 dry_run(req, spec, tasks, summary, now, self.emit)
             else:
-                code = self._snapshot(req, spec, resumed, now)  # 4
+                assert probe is not None
+                code = self._snapshot(req, spec, resumed, now, probe)  # 4
                 with self._ledger(req, resumed) as ledger:
                     ledger.db.on_busy = lambda message: self.emit(WarningMessage(message))
                     run_id, adopted = self._open_run(ledger, req, spec, tasks, code, resumed, summary)  # 5
@@ -117,6 +124,8 @@ class Runner:
                 f"cannot write {exc.filename or 'a file of the run'}: {exc.strerror or exc}"
             ) from exc
         finally:
+            if probe is not None:
+                probe.close()
             if resumed is not None:
                 resumed.ledger.close()
         self.emit(Summary(summary))
@@ -222,7 +231,9 @@ class Runner:
             allocator.check(need)
         return LocalBackend(allocator)
 
-    def _snapshot(self, req: RunRequest, spec: Spec, resumed: _Resumed | None, now: str) -> _Code:
+    def _snapshot(
+        self, req: RunRequest, spec: Spec, resumed: _Resumed | None, now: str, probe: EnvProbe
+    ) -> _Code:
         """Step 4: the output root with the params file's copy; the run's git snapshot
         (once; a resume compares it with the stored one) and environment fingerprint
         (probed meanwhile, written once as the run's env.json); the ``--isolate`` worktree."""
@@ -243,7 +254,6 @@ class Runner:
         hidden = Path(req.output, ".mlrunner")
         stored = (resumed.row if resumed else {}).get("snapshot") or None
         work = hidden / "snapshots" / f"{now}-{os.getpid()}"
-        probe = envinfo.EnvProbe(req.cwd)  # its child processes run while git works
         if resumed is not None and req.isolate and stored:
             snap = gitsnap.Snapshot.from_dict(stored)
         else:

@@ -15,7 +15,6 @@ which process. Children without the variable (``nvidia-smi``, ``git``) are left 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import time
@@ -33,7 +32,8 @@ def set_subreaper(on: bool) -> bool:
     """Make this process the child subreaper of its descendants (or stop being one); False
     where the kernel or libc cannot (then leftovers go to init, as before)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the symbols already loaded (libc among them): find_library would run ldconfig -p
+        libc = ctypes.CDLL(None, use_errno=True)
         return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
