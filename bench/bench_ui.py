@@ -77,9 +77,8 @@ class UiServer:
         line = self.proc.stdout.readline()
         m = re.search(r"(http://\S+/)", line)
         if m is None:
-            self.stop()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise BenchError(f"mlrunner ui did not start: {line!r} {err}")
+            err = self.stop()
+            raise BenchError(f"mlrunner ui did not start: {line!r} {err.strip()}")
         self.url = m.group(1)
 
     def get(self, path: str) -> tuple[float, int]:
@@ -88,14 +87,16 @@ class UiServer:
             body = res.read()
         return time.perf_counter() - t0, len(body)
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stop the server (Ctrl-C, then kill); what it wrote on stderr."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.communicate()
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err or ""
 
 
 def chromium() -> str | None:
