@@ -19,9 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlrunner import envinfo, expdir
-from mlrunner import snapshot as gitsnap
-from mlrunner.errors import MlrunnerError
 from mlrunner.examine import diffing
 from mlrunner.examine.examiner import Examiner, ExamineWarning
 from mlrunner.examine.table import headers, records
@@ -185,25 +182,15 @@ class Results:
         summaries), ``env`` (env.json), ``git`` (git.json), ``files`` (its dir listing)."""
         output, dir_name = diffing.resolve(self.output, name)
         path = os.path.join(output, dir_name)
-        param = expdir.read_param(path) or {}
-        scripts = param.get(diffing.SCRIPTS)  # the lines as run: GPUs and log included
-        try:
-            env = envinfo.read_env(path)
-        except MlrunnerError as exc:
-            env = {"error": str(exc)}
-        try:
-            snap = gitsnap.read_snapshot(path)
-            git = snap.to_dict() if snap is not None else None
-        except MlrunnerError as exc:
-            git = {"error": str(exc)}
+        exp = diffing.read_experiment(path)
         return {
             "name": dir_name,
             "dir": path,
-            "params": {str(k): v for k, v in param.items() if not str(k).startswith("_")},
-            "commands": dict(scripts) if isinstance(scripts, dict) else {},
+            "params": exp["params"],
+            "commands": exp["commands"],  # the lines as run: GPUs and log included
             "metrics": self._metrics_of(output, dir_name, summary),
-            "env": env,
-            "git": git,
+            "env": exp["env"],
+            "git": exp["git"],
             "files": sorted(os.listdir(path)),
         }
 

@@ -71,6 +71,31 @@ def resolve(output: str | os.PathLike[str], name: str) -> tuple[str, str]:
     )
 
 
+def read_experiment(path: str) -> dict[str, Any]:
+    """What an experiment dir holds, as plain data: ``param`` (the whole param file),
+    ``params`` (without the reserved ``_`` keys), ``commands`` (the lines as run, GPUs and log
+    included), ``env`` (env.json) and ``git`` (git.json); an unreadable env or git file is
+    ``{"error": ...}``, a missing one None."""
+    param = expdir.read_param(path) or {}
+    scripts = param.get(SCRIPTS)
+    try:
+        env = envinfo.read_env(path)
+    except MlrunnerError as exc:
+        env = {"error": str(exc)}
+    try:
+        snap = gitsnap.read_snapshot(path)
+        git = snap.to_dict() if snap is not None else None
+    except MlrunnerError as exc:
+        git = {"error": str(exc)}
+    return {
+        "param": param,
+        "params": {str(k): v for k, v in param.items() if not str(k).startswith("_")},
+        "commands": dict(scripts) if isinstance(scripts, dict) else {},
+        "env": env,
+        "git": git,
+    }
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True

@@ -122,21 +122,27 @@ class RunRecorder:
 
     def command_cancelled(self, item: WorkItem, command: Command) -> None:
         """A cancelled command that never started: an attempt of it, cancelled at once."""
+        self._never_started(item, command, AttemptStatus.CANCELLED)
+
+    def _never_started(
+        self, item: WorkItem, command: Command, status: AttemptStatus, log_tail: str | None = None
+    ) -> None:
+        """An attempt of a command that never started, ended at once with ``status``."""
         task = item.task
         attempt = self.ledger.start_attempt(
             run_id=self.run_id, task_key=task.key, command=command.name, resource=None, gpus=None,
             log_path=None, snapshot_id=self.snapshot_id,
         )  # fmt: skip
-        self.ledger.end_attempt(attempt, status=AttemptStatus.CANCELLED)
+        self.ledger.end_attempt(attempt, status=status, log_tail=log_tail)
         with self._lock:
-            self._final[(task.key, command.name)] = (AttemptStatus.CANCELLED, task.output_dir)
+            self._final[(task.key, command.name)] = (status, task.output_dir)
         self.emit(
             Ended(
                 position=item.position,
                 total=item.total,
                 output_dir=task.output_dir,
                 command=command.name,
-                status=AttemptStatus.CANCELLED,
+                status=status,
                 exit_code=None,
                 signal=None,
                 failure_class=None,
@@ -229,28 +235,9 @@ class RunRecorder:
     def _failed_before_start(self, item: WorkItem, reason: str) -> None:
         """The item's first command failed before it could start: an attempt of it, failed
         at once with ``reason`` as its log tail."""
-        task, command = item.task, item.commands[0]
-        attempt = self.ledger.start_attempt(
-            run_id=self.run_id, task_key=task.key, command=command.name, resource=None, gpus=None,
-            log_path=None, snapshot_id=self.snapshot_id,
-        )  # fmt: skip
-        self.ledger.end_attempt(attempt, status=AttemptStatus.FAILED, log_tail=f"mlrunner: {reason}\n")
-        with self._lock:
-            self._final[(task.key, command.name)] = (AttemptStatus.FAILED, task.output_dir)
-        self.warn(f"'{command.name}' of {task.output_dir} failed: {reason}")
-        self.emit(
-            Ended(
-                position=item.position,
-                total=item.total,
-                output_dir=task.output_dir,
-                command=command.name,
-                status=AttemptStatus.FAILED,
-                exit_code=None,
-                signal=None,
-                failure_class=None,
-                log="-",
-            )
-        )
+        command = item.commands[0]
+        self.warn(f"'{command.name}' of {item.task.output_dir} failed: {reason}")
+        self._never_started(item, command, AttemptStatus.FAILED, log_tail=f"mlrunner: {reason}\n")
 
     def previous_jobs(self, item: WorkItem) -> list[dict[str, Any]]:
         """The task's attempts that ran as (Slurm) jobs, from any run, oldest first."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from yaml.nodes import MappingNode, Node
 
-from mlrunner.errors import SpecError, did_you_mean
+from mlrunner.errors import SpecError
 from mlrunner.spec.durations import read_timeout
 from mlrunner.spec.grids import read_grid
 from mlrunner.spec.model import TOP_KEYS, ResourceSpec, Spec, choice_key, template_fields
@@ -39,14 +39,8 @@ def parse_spec(text: str, path: str = "params.yaml") -> Spec:
     sections: dict[str, tuple[Node, Node]] = {}
     for name, key_node, value_node in r.items(first, ""):
         if name not in TOP_KEYS:
-            guess = did_you_mean(name, TOP_KEYS)
-            raise r.error(
-                "unknown key in the first document",
-                key_node,
-                name,
-                hint=(guess + " " if guess else "")
-                + f"valid keys: {', '.join(TOP_KEYS)}; grids go in later documents after a `---` line",
-            )
+            more = "; grids go in later documents after a `---` line"
+            raise r.unknown_key("unknown key in the first document", key_node, name, name, TOP_KEYS, more)
         sections[name] = (key_node, value_node)
     if "template" not in sections:
         raise r.error(

@@ -8,13 +8,14 @@ duplicate keys rejected (PyYAML silently keeps the last). :mod:`mlrunner.spec.mo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from mlrunner.errors import SpecError
+from mlrunner.errors import SpecError, did_you_mean
 
 Value = str | int | float | bool
 
@@ -42,6 +43,14 @@ class Reader:
     ) -> SpecError:
         line = node.start_mark.line + 1 if node is not None else None
         return SpecError(message, file=self.path, line=line, key=key, hint=hint)
+
+    def unknown_key(
+        self, message: str, key_node: Node, key: str, name: str, valid: Sequence[str], more: str = ""
+    ) -> SpecError:
+        """An unknown setting ``name`` at ``key``: the hint is a did-you-mean and the valid keys."""
+        guess = did_you_mean(name, valid)
+        hint = (guess + " " if guess else "") + f"valid keys: {', '.join(valid)}{more}"
+        return self.error(message, key_node, key, hint=hint)
 
     def error_at(
         self, message: str, line: int | None, key: str | None = None, hint: str | None = None

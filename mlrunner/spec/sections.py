@@ -194,13 +194,7 @@ def read_resource(r: Reader, node: Node) -> ResourceSpec:
     for name, key_node, value_node in r.items(node, "resource"):
         key = f"resource.{name}"
         if name not in RESOURCE_KEYS:
-            guess = did_you_mean(name, RESOURCE_KEYS)
-            raise r.error(
-                "unknown resource setting",
-                key_node,
-                key,
-                hint=(guess + " " if guess else "") + f"valid keys: {', '.join(RESOURCE_KEYS)}",
-            )
+            raise r.unknown_key("unknown resource setting", key_node, key, name, RESOURCE_KEYS)
         if name == "cpus":
             n = r.scalar(value_node, key)
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CPU_SLOTS:
@@ -257,14 +251,8 @@ def read_slurm(r: Reader, node: Node) -> tuple[tuple[str, object], ...] | None:
     for name, key_node, value_node in r.items(node, "slurm"):
         key = f"slurm.{name}"
         if name not in SLURM_KEYS:
-            guess = did_you_mean(name, SLURM_KEYS)
-            raise r.error(
-                "unknown slurm setting",
-                key_node,
-                key,
-                hint=(guess + " " if guess else "")
-                + f"valid keys: {', '.join(SLURM_KEYS)} (others go under additional_parameters)",
-            )
+            more = " (others go under additional_parameters)"
+            raise r.unknown_key("unknown slurm setting", key_node, key, name, SLURM_KEYS, more)
         if name == "additional_parameters":
             extra: dict[str, object] = {}
             for k, _, vn in r.items(value_node, key):
@@ -346,13 +334,7 @@ def read_notify(r: Reader, node: Node) -> NotifySpec | None:
     for name, key_node, value_node in r.items(node, "notify"):
         key = f"notify.{name}"
         if name not in NOTIFY_KEYS:
-            guess = did_you_mean(name, NOTIFY_KEYS)
-            raise r.error(
-                "unknown notify setting",
-                key_node,
-                key,
-                hint=(guess + " " if guess else "") + f"valid keys: {', '.join(NOTIFY_KEYS)}",
-            )
+            raise r.unknown_key("unknown notify setting", key_node, key, name, NOTIFY_KEYS)
         if name == "targets":
             targets = _notify_targets(r, value_node, key)
         elif name == "events":

@@ -17,9 +17,8 @@ import os
 import time
 from typing import Any
 
-from mlrunner import envinfo, expdir
 from mlrunner import snapshot as gitsnap
-from mlrunner.errors import MlrunnerError, UsageError
+from mlrunner.errors import UsageError
 from mlrunner.ui import assets, board, pages
 from mlrunner.ui.data import PATCH_MAX, UiData, dumps
 from mlrunner.ui.files import NotFound, latest_log_path, log_piece
@@ -64,19 +63,11 @@ class _Shared:
 
 
 def _detail(data: UiData, name: str, row: dict[str, Any], envs: _Shared, patches: _Shared) -> dict[str, Any]:
+    from mlrunner.examine import read_experiment
+
     path = os.path.join(data.output, name)
-    param = expdir.read_param(path) or {}
-    scripts = param.get("_scripts")
-    commands = dict(scripts) if isinstance(scripts, dict) else {}
-    try:
-        env = envinfo.read_env(path)
-    except MlrunnerError as exc:
-        env = {"error": str(exc)}
-    try:
-        snap = gitsnap.read_snapshot(path)
-        git = snap.to_dict() if snap is not None else None
-    except MlrunnerError as exc:
-        git = {"error": str(exc)}
+    exp = read_experiment(path)
+    param, commands, env = exp["param"], exp["commands"], exp["env"]
     ledger = data.ledger()
     attempts = {} if ledger is None else board.experiment_attempts(ledger, path)
     names = list(commands) + [c for c in attempts if c not in commands]
@@ -91,12 +82,12 @@ def _detail(data: UiData, name: str, row: dict[str, Any], envs: _Shared, patches
             pass
     return {
         "name": name,
-        "params": {str(k): v for k, v in param.items() if not str(k).startswith("_")},
+        "params": exp["params"],
         "commands": commands,
         "command_names": names,
         "metrics": {k: v for k, v in row.items() if k not in param and k != "_name"},
         "env_ref": None if env is None else envs.add(env),
-        "git": git,
+        "git": exp["git"],
         "patch_ref": patches.add_file(os.path.join(path, gitsnap.PATCH_NAME), PATCH_MAX),
         "attempts": attempts,
         "log_tails": logs,
