@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_BIN = Path(__file__).resolve().parent / "fake_bin"
@@ -142,3 +144,15 @@ def old_mlrunner_python() -> Path:
             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         )
     return python
+
+
+def wait_for(cond: Any, what: str = "condition", timeout: float = 30.0, every: float = 0.01) -> Any:
+    """``cond()``'s first truthy value, polled every ``every`` seconds; AssertionError naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

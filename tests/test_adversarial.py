@@ -15,18 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Project, run_argv
+from helpers import Project, run_argv, wait_for
 
 from mlrunner import procs
-
-
-def wait_for(cond, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not in time")
 
 
 def alive(pid: int) -> bool:

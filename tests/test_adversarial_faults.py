@@ -15,16 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Project, run_argv
-
-
-def wait_for(cond, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not in time")
+from helpers import Project, run_argv, wait_for
 
 
 def show(project: Project, run: int = 1, output: str = "output") -> dict:  # type: ignore[type-arg]

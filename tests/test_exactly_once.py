@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import Project
+from helpers import Project, wait_for
 
 from mlrunner import procs
 from mlrunner.ledger import Ledger, views
@@ -36,15 +36,6 @@ code: [3]
 def counts(project: Project, name: str) -> Counter[str]:
     f = project.path / name
     return Counter(f.read_text().split()) if f.exists() else Counter()
-
-
-def wait_for(cond, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{what}: not in time")
 
 
 def show(project: Project) -> dict:  # type: ignore[type-arg]

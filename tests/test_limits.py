@@ -8,19 +8,10 @@ import signal
 import time
 
 import pytest
-from helpers import Project
+from helpers import Project, wait_for
 
 from mlrunner import procs
 from mlrunner.spec import format_duration, parse_duration
-
-
-def wait_for(cond, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not in time")
 
 
 def commands(project: Project, run: int = 1) -> dict[tuple[str, str], dict]:  # type: ignore[type-arg]

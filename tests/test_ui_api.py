@@ -15,8 +15,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from helpers import Project, mlrunner_argv, run_argv
-from ui_support import HOSTILE, Server, live_project, start_server, wait_for
+from helpers import Project, mlrunner_argv, run_argv, wait_for
+from ui_support import HOSTILE, Server, live_project, start_server
 
 from mlrunner.ui import NotFound, UiData
 from mlrunner.ui.files import CHUNK, log_piece

@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from helpers import Project, run_argv
-from ui_support import HOSTILE, Server, live_project, start_server, wait_for
+from helpers import Project, run_argv, wait_for
+from ui_support import HOSTILE, Server, live_project, start_server
 
 N_EXPERIMENTS = 7
 
